@@ -1,0 +1,129 @@
+"""The send-API client: one POST per attempt, a hard deadline, and the outcome as data, not exceptions."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import aiohttp
+from aiohttp import hdrs
+
+from mailer.domain.statuses import Outcome
+from mailer.provider.classify import DETAIL_MAX_CHARS, Classified, classify_response, parse_retry_after
+
+# The real answer is ~30 bytes; a larger cap only lets a hostile provider spend our memory.
+BODY_LIMIT_BYTES = 64 * 1024
+_REDACTED = "<redacted>"
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """How one send attempt ended; `error` is short and never holds the token."""
+
+    outcome: Outcome
+    http_status: int | None
+    duration_s: float
+    error: str | None
+    retry_after_s: float | None
+
+
+class ProviderClient:
+    """Sends messages over a shared `aiohttp.ClientSession`; never raises for provider trouble."""
+
+    __slots__ = ("_base_url", "_headers", "_session", "_token")
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, token: str | None) -> None:
+        if token is not None and (not token or not token.isprintable() or any(c.isspace() for c in token)):
+            # Fail at start-up rather than on every request; never echo the token itself.
+            raise ValueError("provider token must be a non-empty string without whitespace")
+        self._session = session
+        self._base_url = base_url.rstrip("/")
+        self._token = token
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def __repr__(self) -> str:
+        token = "set" if self._token else "unset"
+        return f"ProviderClient(base_url={self._base_url!r}, token={token})"
+
+    def url_for(self, msg_id: int) -> str:
+        """The URL a send for `msg_id` goes to; safe to log."""
+        return f"{self._base_url}/send/{msg_id}"
+
+    async def send(self, msg_id: int, phone: str, text: str, timeout_s: float) -> SendResult:
+        """POST one message; `timeout_s` bounds the whole attempt, body included.
+
+        asyncio.CancelledError propagates: the engine cuts requests at the end or window boundary.
+        """
+        started_s = time.monotonic()
+        if not timeout_s > 0:  # also catches NaN; ClientTimeout(total=0) would mean "no limit"
+            return SendResult(Outcome.TIMEOUT, None, 0.0, "no time left before the deadline", None)
+        if not (phone.isascii() and phone.isdigit()):
+            # The provider would answer 400 anyway; don't spend a request on it.
+            return SendResult(Outcome.REJECTED, None, 0.0, "phone is not a string of digits", None)
+        payload = {"id": msg_id, "phone": int(phone), "text": text}
+        status: int | None = None
+        retry_after_s: float | None = None
+        try:
+            async with self._session.post(
+                self.url_for(msg_id),
+                json=payload,
+                headers=self._headers,
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+                # A redirect is not part of the API, and following one could carry the token elsewhere.
+                allow_redirects=False,
+                # The caller's session may be configured to raise; outcomes are data here.
+                raise_for_status=False,
+            ) as response:
+                status = response.status
+                retry_after = response.headers.get(hdrs.RETRY_AFTER)
+                if retry_after is not None:
+                    retry_after_s = parse_retry_after(retry_after, datetime.now(UTC))
+                body, complete = await _read_capped(response)
+                classified = _classify(status, body, complete)
+        except TimeoutError:
+            # aiohttp's timeouts subclass both TimeoutError and ClientError: this branch comes first.
+            return self._result(Outcome.TIMEOUT, status, started_s, f"no answer within {timeout_s:g} s", None)
+        except (aiohttp.ClientError, OSError) as exc:
+            return self._result(Outcome.CONNECTION, status, started_s, _describe(exc), retry_after_s)
+        return self._result(classified.outcome, status, started_s, classified.detail, retry_after_s)
+
+    def _result(
+        self,
+        outcome: Outcome,
+        status: int | None,
+        started_s: float,
+        error: str | None,
+        retry_after_s: float | None,
+    ) -> SendResult:
+        if error is not None and self._token and self._token in error:
+            # Belt and braces: a provider echoing the header back must not get the token into our logs.
+            error = error.replace(self._token, _REDACTED)
+        return SendResult(outcome, status, time.monotonic() - started_s, error, retry_after_s)
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+    """Read at most BODY_LIMIT_BYTES; return (prefix, complete)."""
+    if response.content_length is not None and response.content_length > BODY_LIMIT_BYTES:
+        return b"", False
+    body = bytearray()
+    while True:
+        chunk = await response.content.read(BODY_LIMIT_BYTES + 1 - len(body))
+        if not chunk:
+            return bytes(body), True
+        body += chunk
+        if len(body) > BODY_LIMIT_BYTES:
+            # Leaving the rest unread makes aiohttp close this connection instead of reusing it.
+            return bytes(body[:BODY_LIMIT_BYTES]), False
+
+
+def _classify(status: int, body: bytes, complete: bool) -> Classified:
+    if not complete and status == 200:
+        return Classified(Outcome.TRANSIENT, f"bad body: larger than {BODY_LIMIT_BYTES} bytes")
+    # For any other answer the status decides, and a prefix is enough for the detail.
+    return classify_response(status, body)
+
+
+def _describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    return text if len(text) <= DETAIL_MAX_CHARS else text[: DETAIL_MAX_CHARS - 1] + "…"

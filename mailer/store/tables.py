@@ -1,0 +1,107 @@
+"""The schema as SQLAlchemy Core tables; migrations in `migrations/` create exactly this."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from mailer.store.coltypes import BigId, UTCDateTime
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("phone", String(11), nullable=False, unique=True),
+    Column("operator_code", String(3), nullable=False),
+    Column("tag", String(64), nullable=True),
+    Column("timezone", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    # Activation selects the audience by operator code and tag.
+    Index(None, "operator_code", "tag"),
+    Index(None, "tag"),
+)
+
+mailouts = Table(
+    "mailouts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("start_at", UTCDateTime, nullable=False),
+    Column("end_at", UTCDateTime, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("operator_codes", JSON, nullable=False),
+    Column("tags", JSON, nullable=False),
+    # Seconds since local midnight; both null means "any time".
+    Column("window_start_s", Integer, nullable=True),
+    Column("window_end_s", Integer, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("activated_at", UTCDateTime, nullable=True),
+    Column("finished_at", UTCDateTime, nullable=True),
+    # The scheduler looks for what is due by status and time.
+    Index(None, "status", "start_at"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("mailout_id", BigId, ForeignKey("mailouts.id", ondelete="CASCADE"), nullable=False),
+    # SET NULL: deleting a customer keeps the history of what was sent to it (phone is copied here).
+    Column("customer_id", BigId, ForeignKey("customers.id", ondelete="SET NULL"), nullable=True),
+    Column("phone", String(11), nullable=False),
+    # Copied at activation: the window arithmetic must not depend on a row that may be gone.
+    Column("timezone", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("lease_until", UTCDateTime, nullable=True),
+    Column("sent_at", UTCDateTime, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("mailout_id", "customer_id"),
+    # Claims (a mailout's due pending messages in time order), statistics and listings by status.
+    Index(None, "mailout_id", "status", "next_attempt_at"),
+    # Lease recovery: stuck `sending` rows across all mailouts.
+    Index(None, "status", "lease_until"),
+    Index(None, "customer_id"),
+)
+
+message_attempts = Table(
+    "message_attempts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("message_id", BigId, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    # Denormalised so that error counts by kind need no join with a million messages.
+    Column("mailout_id", BigId, ForeignKey("mailouts.id", ondelete="CASCADE"), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("duration_ms", Float, nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("http_status", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Index(None, "message_id"),
+    Index(None, "mailout_id", "outcome"),
+)
