@@ -14,8 +14,12 @@ from sqlalchemy import text
 from mailer import keys
 from mailer.api import auth, problems, system
 from mailer.api.engine_port import IdleEngine
+from mailer.api.tokens import TokenIssuer
 from mailer.domain.ratelimit import SlidingWindowLimiter
+from mailer.observability import logging as log_setup
+from mailer.observability.db_metrics import watch_pool
 from mailer.observability.health import Health
+from mailer.observability.middleware import observability_middleware
 from mailer.settings import Settings, generate_secret
 from mailer.store.db import create_engine, migrate, sqlite_lock_for
 
@@ -29,7 +33,8 @@ def create_app(settings: Settings, *, with_engine: bool = True) -> web.Applicati
     """Build the application; all I/O (database, engine, provider) happens in its cleanup contexts."""
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[problems.problem_middleware, auth.auth_middleware],
+        # Observability first: it sees every request's final status and binds the request id for the rest.
+        middlewares=[observability_middleware, problems.problem_middleware, auth.auth_middleware],
     )
     app[keys.SETTINGS] = settings
     app[keys.HEALTH] = Health()
@@ -41,6 +46,10 @@ def create_app(settings: Settings, *, with_engine: bool = True) -> web.Applicati
         from mailer.engine.wiring import engine_ctx
 
         app.cleanup_ctx.append(engine_ctx)
+    if settings.report_enabled:
+        from mailer.report.scheduler import report_ctx
+
+        app.cleanup_ctx.append(report_ctx)
 
     system.add_routes(app.router)
     app.router.add_post("/auth/token", auth.token_handler)
@@ -75,7 +84,7 @@ def _add_sandbox(app: web.Application, settings: Settings) -> None:
     app.add_subapp("/sandbox/v1", create_sandbox_app(faults, token.get_secret_value() if token else None))
 
 
-def _token_issuer(settings: Settings) -> auth.TokenIssuer:
+def _token_issuer(settings: Settings) -> TokenIssuer:
     if settings.admin_password is None:
         password = generate_secret()
         # Printed, never logged: log files outlive the terminal and travel further.
@@ -85,14 +94,16 @@ def _token_issuer(settings: Settings) -> auth.TokenIssuer:
             file=sys.stderr,
             flush=True,
         )
+        log_setup.register_secret(password)
     else:
         password = settings.admin_password.get_secret_value()
     if settings.jwt_secret is None:
         log.warning("MAILER_JWT_SECRET is unset: tokens are signed with a random per-process secret")
         secret = generate_secret()
+        log_setup.register_secret(secret)
     else:
         secret = settings.jwt_secret.get_secret_value()
-    return auth.TokenIssuer(
+    return TokenIssuer(
         secret=secret,
         username=settings.admin_username,
         password=password,
@@ -120,9 +131,11 @@ async def db_ctx(app: web.Application) -> AsyncIterator[None]:
             return None
 
         app[keys.HEALTH].add_check("database", database_check)
+        unwatch_pool = watch_pool(engine)
         try:
             yield
         finally:
+            unwatch_pool()
             await engine.dispose()
     finally:
         if lock is not None:

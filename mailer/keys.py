@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from mailer.api.engine_port import EnginePort
+from mailer.api.tokens import TokenIssuer
+from mailer.observability.health import Health
 from mailer.settings import Settings
-
-if TYPE_CHECKING:
-    from mailer.api.auth import TokenIssuer
-    from mailer.api.engine_port import EnginePort
-    from mailer.observability.health import Health
 
 SETTINGS = web.AppKey("settings", Settings)
 DB = web.AppKey("db", AsyncEngine)
-TOKENS = web.AppKey("tokens", "TokenIssuer")
-ENGINE = web.AppKey("engine", "EnginePort")
-HEALTH = web.AppKey("health", "Health")
+TOKENS = web.AppKey("tokens", TokenIssuer)
+ENGINE: web.AppKey[EnginePort] = web.AppKey("engine")
+HEALTH = web.AppKey("health", Health)

@@ -153,7 +153,10 @@ class Api:
     def db(self) -> AsyncEngine:
         from mailer import keys
 
-        return self.client.app[keys.DB]  # type: ignore[index]
+        app = self.client.app
+        assert app is not None
+        engine: AsyncEngine = app[keys.DB]
+        return engine
 
 
 @pytest.fixture

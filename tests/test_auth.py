@@ -59,7 +59,9 @@ async def test_api_needs_a_token(client: TestClient[Any, Any]) -> None:
 
 
 async def test_forged_and_expired_tokens_are_refused(client: TestClient[Any, Any]) -> None:
-    forged = jwt.encode({"sub": "admin", "iat": 0, "exp": 2**40, "iss": "mailer"}, "x" * 40, algorithm="HS256")
+    forged = jwt.encode(
+        {"sub": "admin", "iat": 0, "exp": 2**40, "iss": "mailer"}, "x" * 40, algorithm="HS256"
+    )
     expired = jwt.encode({"sub": "admin", "iat": 0, "exp": 1, "iss": "mailer"}, JWT_SECRET, algorithm="HS256")
     for token in (forged, expired, "not-a-jwt"):
         resp = await client.get("/api/customers/", headers={"Authorization": f"Bearer {token}"})
@@ -69,7 +71,7 @@ async def test_forged_and_expired_tokens_are_refused(client: TestClient[Any, Any
 async def test_every_api_route_refuses_anonymous_requests(client: TestClient[Any, Any], api: Api) -> None:
     """Walk the router: any /api route that answers without a token is a hole."""
     checked = 0
-    for resource in client.app.router.resources():  # type: ignore[union-attr]
+    for resource in client.app.router.resources():
         info = resource.get_info()
         path = info.get("path") or info.get("formatter", "")
         if not path.startswith("/api"):
@@ -78,7 +80,9 @@ async def test_every_api_route_refuses_anonymous_requests(client: TestClient[Any
         for route in resource:
             method = route.method if route.method != "*" else "GET"
             methods = (
-                sorted(getattr(route.handler, "allowed_methods", {method})) if route.method == "*" else [method]
+                sorted(getattr(route.handler, "allowed_methods", {method}))
+                if route.method == "*"
+                else [method]
             )
             for m in methods:
                 resp = await client.request(m, concrete)

@@ -50,7 +50,7 @@ def field_errors(exc: ValidationError, prefix: Sequence[str | int] = ()) -> list
     out = []
     for err in exc.errors(include_url=False, include_input=False):
         msg = err["msg"]
-        # pydantic prefixes messages of custom validators with "Value error, "; the client needs only the reason.
+        # pydantic prefixes custom validators' messages with "Value error, "; keep only the reason.
         msg = msg.removeprefix("Value error, ")
         out.append(FieldError(loc=(*prefix, *err["loc"]), msg=msg))
     return out

@@ -29,20 +29,24 @@ class ApiView(PydanticView):
         return problem(status, detail, field_errors(exception, (prefix,)))
 
     @property
+    def app(self) -> web.Application:
+        # PydanticView is untyped (Any to mypy); name the type once here.
+        app: web.Application = self.request.app
+        return app
+
+    @property
     def db(self) -> AsyncEngine:
-        return self.request.app[keys.DB]
+        return self.app[keys.DB]
 
     @property
     def settings(self) -> Settings:
-        return self.request.app[keys.SETTINGS]
+        return self.app[keys.SETTINGS]
 
     @property
     def engine(self) -> EnginePort:
-        return self.request.app[keys.ENGINE]
+        return self.app[keys.ENGINE]
 
 
 def json_model(model: BaseModel, status: int = 200) -> web.Response:
     """Serialise a response model in JSON mode (UTC datetimes with Z)."""
-    return web.Response(
-        status=status, text=model.model_dump_json(), content_type="application/json"
-    )
+    return web.Response(status=status, text=model.model_dump_json(), content_type="application/json")

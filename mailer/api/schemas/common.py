@@ -16,7 +16,9 @@ def _rfc3339_text(value: Any) -> Any:
     if isinstance(value, datetime):
         return value
     if not isinstance(value, str):
-        raise ValueError("must be an RFC 3339 date-time string with an offset, like 2026-01-31T09:00:00+03:00")
+        raise ValueError(
+            "must be an RFC 3339 date-time string with an offset, like 2026-01-31T09:00:00+03:00"
+        )
     return value
 
 

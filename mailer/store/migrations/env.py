@@ -32,7 +32,7 @@ async def _run_async(url: str) -> None:
         await engine.dispose()
 
 
-url = context.config.attributes.get("url") or context.config.get_main_option("sqlalchemy.url")
+url = str(context.config.attributes.get("url") or context.config.get_main_option("sqlalchemy.url"))
 if context.is_offline_mode():
     context.configure(url=url, target_metadata=metadata, literal_binds=True)
     with context.begin_transaction():

@@ -78,7 +78,9 @@ def upgrade() -> None:
         ),
     )
     op.create_index(
-        "ix_messages_mailout_id_status_next_attempt_at", "messages", ["mailout_id", "status", "next_attempt_at"]
+        "ix_messages_mailout_id_status_next_attempt_at",
+        "messages",
+        ["mailout_id", "status", "next_attempt_at"],
     )
     op.create_index("ix_messages_status_lease_until", "messages", ["status", "lease_until"])
     op.create_index("ix_messages_customer_id", "messages", ["customer_id"])
