@@ -1,10 +1,11 @@
-"""Command-line entry points: serve (the default), migrate, sandbox."""
+"""Command-line entry points: serve (the default), migrate, sandbox, report."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+from datetime import date
 
 from pydantic import ValidationError
 
@@ -55,12 +56,67 @@ def migrate(settings: Settings) -> int:
     return 0
 
 
+def report(settings: Settings, send_now: bool, report_date: date | None) -> int:
+    """Print the daily report (its plain-text part), or send it now, whatever schedule and report_runs say."""
+    import aiosmtplib
+
+    from mailer.observability.logging import configure_logging
+    from mailer.report.content import build_email, render_text
+    from mailer.report.scheduler import ReportSchedule, build_report, slot_on, utc_now
+    from mailer.report.smtp import send_email
+    from mailer.store.db import create_engine
+
+    if send_now and (not settings.report_recipients or not settings.report_sender):
+        print(
+            "mailer: set MAILER_REPORT_RECIPIENTS and MAILER_REPORT_SENDER to send the report",
+            file=sys.stderr,
+        )
+        return 2
+    configure_logging(settings)
+    schedule = ReportSchedule.from_settings(settings)
+    # A date means that day's scheduled report (the 24 hours before its send time); none means "until now".
+    now = utc_now()
+    until = slot_on(report_date, schedule) if report_date else now
+    day = report_date or now.astimezone(schedule.zone).date()
+
+    async def run() -> int:
+        db = create_engine(settings.database_url, pool_size=1)
+        try:
+            content = await build_report(db, settings, day, until)
+        finally:
+            await db.dispose()
+        if not send_now:
+            print(render_text(content), end="")
+            return 0
+        assert settings.report_sender is not None
+        message = build_email(content, settings.report_sender, settings.report_recipients, utc_now())
+        try:
+            await send_email(message, settings)
+        except (OSError, TimeoutError, aiosmtplib.SMTPException) as exc:
+            print(f"mailer: the report was not sent: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        print(
+            f"mailer: report for {day.isoformat()} sent to {', '.join(settings.report_recipients)}",
+            file=sys.stderr,
+        )
+        return 0
+
+    return asyncio.run(run())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mailer", description="notification mailout service")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", help="run the service (the default)")
     sub.add_parser("migrate", help="apply database migrations and exit")
     sub.add_parser("sandbox", help="run the sandbox provider alone (see --help)", add_help=False)
+    report_parser = sub.add_parser("report", help="print the daily report, or send it now")
+    report_parser.add_argument("--send-now", action="store_true", help="send it by e-mail now")
+    report_parser.add_argument(
+        "--date",
+        type=date.fromisoformat,
+        help="the report of this date (YYYY-MM-DD) instead of the last 24 hours",
+    )
     args, rest = parser.parse_known_args(argv)
 
     if args.command == "sandbox":
@@ -72,4 +128,6 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     if args.command == "migrate":
         return migrate(settings)
+    if args.command == "report":
+        return report(settings, args.send_now, args.date)
     return serve(settings)

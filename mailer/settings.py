@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import secrets
-from typing import Literal
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./mailer.db"
+_CLOCK_TIME = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 
 
 class Settings(BaseSettings):
@@ -57,10 +60,26 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_file: str | None = None
 
+    report_enabled: bool = Field(False, description="send the daily statistics e-mail")
+    report_recipients: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated addresses of the daily report"
+    )
+    report_sender: str | None = Field(None, description="the From address of the daily report")
+    report_time: str = Field("08:00", description="local time of day (HH:MM) at which the report is sent")
+    report_timezone: str = Field("UTC", description="IANA zone of report_time and of the times in the report")
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_tls: Literal["none", "starttls", "tls"] = "none"
+    smtp_timeout_s: float = Field(30.0, gt=0, le=600)
+
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
-        if not value.startswith(("sqlite:", "sqlite+aiosqlite:", "postgresql:", "postgres:", "postgresql+asyncpg:")):
+        if not value.startswith(
+            ("sqlite:", "sqlite+aiosqlite:", "postgresql:", "postgres:", "postgresql+asyncpg:")
+        ):
             raise ValueError("must start with sqlite:/// or postgresql://")
         return value
 
@@ -70,6 +89,35 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/") if value else value
+
+    @field_validator("report_recipients", mode="before")
+    @classmethod
+    def _address_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("report_time")
+    @classmethod
+    def _clock_time(cls, value: str) -> str:
+        if not _CLOCK_TIME.match(value):
+            raise ValueError("must be a local time of day as HH:MM, for example 08:00")
+        return value
+
+    @field_validator("report_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/Moscow") from None
+        return value
+
+    @model_validator(mode="after")
+    def _report_addresses(self) -> Settings:
+        if self.report_enabled and (not self.report_recipients or not self.report_sender):
+            raise ValueError("report_enabled needs report_recipients and report_sender")
+        return self
 
     @property
     def is_sqlite(self) -> bool:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
+    Date,
     Float,
     ForeignKey,
     Index,
@@ -104,4 +106,50 @@ message_attempts = Table(
     Column("error", Text, nullable=True),
     Index(None, "message_id"),
     Index(None, "mailout_id", "outcome"),
+)
+
+# One row per daily report: inserting it (ON CONFLICT DO NOTHING) and then taking its lease with a conditional
+# UPDATE decides which of several processes sends; a failed send is retried, by any process, after
+# next_attempt_at, and a sender that died is replaced once its lease has passed.
+report_runs = Table(
+    "report_runs",
+    metadata,
+    Column("report_date", Date, primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("claimed_by", String(128), nullable=True),
+    Column("lease_until", UTCDateTime, nullable=True),
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("sent_at", UTCDateTime, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Message counts per (mailout, status) and attempt counts per (mailout, outcome), kept exact by triggers in
+# the database (migration 0003) so that statistics read a few rows instead of counting a million. No foreign
+# key to mailouts: a cascade would fight the triggers; a trigger on mailouts deletes a mailout's rows instead.
+mailout_message_counts = Table(
+    "mailout_message_counts",
+    metadata,
+    Column("mailout_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("status", String(16), primary_key=True),
+    Column("n", BigInteger, nullable=False),
+)
+
+mailout_attempt_counts = Table(
+    "mailout_attempt_counts",
+    metadata,
+    Column("mailout_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("outcome", String(16), primary_key=True),
+    Column("n", BigInteger, nullable=False),
+)
+
+# First and last send of a mailout: two index lookups instead of a scan of its sent messages.
+Index(
+    "ix_messages_mailout_id_sent_at",
+    messages.c.mailout_id,
+    messages.c.sent_at,
+    postgresql_where=messages.c.sent_at.is_not(None),
+    sqlite_where=messages.c.sent_at.is_not(None),
 )

@@ -1,0 +1,167 @@
+"""The mailout actor: activates one mailout, feeds its due messages to the sender pool, finishes it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from mailer.domain.statuses import MAILOUT_FINAL, MailoutStatus, MessageStatus
+from mailer.engine.recorder import Recorder
+from mailer.engine.sender import LiveMailout, SenderPool, SendJob
+from mailer.store.dispatch import ClaimedMessage, DispatchStore, MailoutPlan
+
+log = structlog.get_logger(__name__)
+
+# When a claim finds nothing although something is due (rows another process holds, a status that changed
+# between two queries), wait this long before looking again instead of spinning.
+IDLE_RETRY_S = 0.05
+# Longest single sleep: a safety net for a wake-up lost to a bug or another process; cheap at one query.
+MAX_SLEEP_S = 30.0
+
+
+class MailoutActor:
+    """One per live mailout in this process; `wake` is called on every change of its mailout."""
+
+    def __init__(
+        self,
+        mailout_id: int,
+        store: DispatchStore,
+        pool: SenderPool,
+        recorder: Recorder,
+        *,
+        claim_batch: int,
+        lease_s: float,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.mailout_id = mailout_id
+        self._store = store
+        self._pool = pool
+        self._recorder = recorder
+        self._claim_batch = claim_batch
+        self._lease_s = lease_s
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._live: LiveMailout | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Until the mailout is final or gone."""
+        structlog.contextvars.bind_contextvars(mailout_id=self.mailout_id)
+        while True:
+            # Cleared before reading: a change made after this point wakes the next wait at once.
+            self._wake.clear()
+            plan = await self._store.load_mailout(self.mailout_id)
+            if plan is None or plan.status in MAILOUT_FINAL:
+                await self._let_go(plan)
+                return
+            previous = self._live.plan if self._live is not None else None
+            if self._live is None:
+                self._live = LiveMailout(plan)
+            else:
+                self._live.plan = plan
+            now = self._clock()
+            if now >= plan.end_at:
+                await self._finish(plan)
+                continue
+            if plan.status is MailoutStatus.SCHEDULED:
+                if plan.start_at > now:
+                    await self._sleep_until(plan.start_at)
+                else:
+                    await self._activate(plan, now)
+                continue
+            if plan.status is MailoutStatus.PAUSED:
+                if self._pool.held(plan.id) is None:
+                    log.info("mailout paused: no new sends")
+                    await self._pool.hold(plan.id, MessageStatus.PENDING)
+                await self._sleep_until(plan.end_at)
+                continue
+            # Running.
+            self._pool.release(plan.id)
+            if previous is not None and previous.window != plan.window:
+                moved = await self._store.reschedule_pending(plan.id, plan.window, now)
+                log.info("send window changed: pending messages rescheduled", messages=moved)
+            await self._feed(plan)
+
+    async def _activate(self, plan: MailoutPlan, now: datetime) -> None:
+        created = await self._store.activate(plan, now)
+        if created is not None:
+            log.info("mailout started", messages=created)
+
+    async def _feed(self, plan: MailoutPlan) -> None:
+        """Claim what is due and queue it; when nothing is, sleep until something will be."""
+        room = await self._pool.room()
+        if room == 0:
+            # The pool is stopping: claim nothing more, wait to be cancelled or woken.
+            await self._sleep_until(plan.end_at)
+            return
+        limit = self._pool.auth.claim_limit(min(self._claim_batch, room))
+        now = self._clock()
+        if limit > 0:
+            claimed = await self._store.claim(plan.id, now, limit, self._lease_s)
+            if claimed:
+                await self._queue(claimed)
+                return
+        wake_at = plan.end_at
+        due = await self._store.next_due(plan.id)
+        if due is not None:
+            if due > now:
+                wake_at = min(wake_at, due)
+            elif limit > 0:
+                # Due but not claimable now (rows another process is taking, a status that just changed).
+                wake_at = min(wake_at, now + timedelta(seconds=IDLE_RETRY_S))
+        probe_in_s = self._pool.auth.probe_in_s()
+        if limit == 0 and probe_in_s is not None:
+            # The provider refuses our token: nothing goes until the next probe (or a wake when it clears).
+            wake_at = min(wake_at, now + timedelta(seconds=max(probe_in_s, IDLE_RETRY_S)))
+        await self._sleep_until(wake_at)
+
+    async def _queue(self, claimed: list[ClaimedMessage]) -> None:
+        assert self._live is not None
+        jobs = [SendJob(message, self._live) for message in claimed]
+        queued = 0
+        try:
+            for job in jobs:
+                await self._pool.submit(job)
+                queued += 1
+        finally:
+            # Cancelled while the queue was full: the rest go back now rather than when their lease runs out.
+            for job in jobs[queued:]:
+                await self._pool.give_back(job, MessageStatus.PENDING)
+
+    async def _finish(self, plan: MailoutPlan) -> None:
+        """The end came: pending messages expire, requests in flight are cut and recorded, then finished."""
+        now = self._clock()
+        if plan.status is MailoutStatus.SCHEDULED or plan.activated_at is None:
+            if await self._store.finish_unstarted(plan.id, now):
+                log.info("mailout ended before it started: finished with no messages")
+            return
+        expired = await self._store.expire_pending(plan.id, now)
+        await self._pool.hold(plan.id, MessageStatus.EXPIRED)
+        # Requests in flight have the end as their deadline, so this wait is short.
+        await self._pool.wait_idle(plan.id)
+        await self._recorder.flush()
+        if await self._store.finish(plan.id, self._clock()):
+            log.info("mailout finished", expired=expired)
+
+    async def _let_go(self, plan: MailoutPlan | None) -> None:
+        """The mailout is final or deleted: nothing of it may stay queued."""
+        status = MessageStatus.CANCELLED
+        if plan is not None and plan.status is MailoutStatus.FINISHED:
+            status = MessageStatus.EXPIRED
+        await self._pool.hold(self.mailout_id, status)
+        await self._pool.wait_idle(self.mailout_id)
+
+    async def _sleep_until(self, at: datetime) -> None:
+        delay_s = min((at - self._clock()).total_seconds(), MAX_SLEEP_S)
+        if delay_s <= 0:
+            return
+        try:
+            async with asyncio.timeout(delay_s):
+                await self._wake.wait()
+        except TimeoutError:
+            pass

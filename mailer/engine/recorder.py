@@ -1,0 +1,98 @@
+"""The recorder: outcomes of sends go through one bounded queue and are written in batches."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+
+import structlog
+
+from mailer.store.dispatch import MessageOutcome
+
+log = structlog.get_logger(__name__)
+
+# A batch is written when it holds this many outcomes or when the oldest has waited RECORD_LINGER_S: large
+# enough that a busy engine writes a few statements per thousand messages, small enough for one transaction.
+RECORD_BATCH_MAX = 500
+# Short enough that statistics lag by milliseconds, long enough to gather the outcomes of a burst.
+RECORD_LINGER_S = 0.005
+# Outcomes waiting for the database; a full queue makes senders wait (the overflow rule: block, never drop).
+RECORD_QUEUE_SIZE = 4 * RECORD_BATCH_MAX
+
+WriteBatch = Callable[[Sequence[MessageOutcome], datetime], Awaitable[None]]
+OnWritten = Callable[[Sequence[MessageOutcome]], None]
+
+
+class Recorder:
+    """Turns outcomes into a few batched statements; `flush` waits until what was submitted is written."""
+
+    def __init__(
+        self, write: WriteBatch, clock: Callable[[], datetime], on_written: OnWritten | None = None
+    ) -> None:
+        self._write = write
+        self._on_written = on_written
+        self._clock = clock
+        self._queue: asyncio.Queue[MessageOutcome] = asyncio.Queue(RECORD_QUEUE_SIZE)
+        self._submitted = 0
+        self._written = 0
+        self._progress = asyncio.Condition()
+
+    async def submit(self, outcome: MessageOutcome) -> None:
+        self._submitted += 1
+        await self._queue.put(outcome)
+
+    async def flush(self) -> None:
+        """Wait until every outcome submitted before this call has been written (or given up on)."""
+        target = self._submitted
+        async with self._progress:
+            await self._progress.wait_for(lambda: self._written >= target)
+
+    @property
+    def backlog(self) -> int:
+        return self._submitted - self._written
+
+    async def run(self) -> None:
+        """Write batches until cancelled; cancel it only after a `flush` when nothing must be lost."""
+        while True:
+            batch = [await self._queue.get()]
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + RECORD_LINGER_S
+            while len(batch) < RECORD_BATCH_MAX:
+                if self._queue.empty():
+                    remaining_s = deadline - loop.time()
+                    if remaining_s <= 0:
+                        break
+                    try:
+                        async with asyncio.timeout(remaining_s):
+                            batch.append(await self._queue.get())
+                    except TimeoutError:
+                        break
+                else:
+                    batch.append(self._queue.get_nowait())
+            await self._write_batch(batch)
+            if self._on_written is not None:
+                # Messages back in pending have a new due time: their actors must look again.
+                self._on_written(batch)
+            async with self._progress:
+                self._written += len(batch)
+                self._progress.notify_all()
+
+    async def _write_batch(self, batch: list[MessageOutcome]) -> None:
+        try:
+            await self._write(batch, self._clock())
+            return
+        except Exception:
+            log.exception("recording a batch failed; writing its outcomes one by one", size=len(batch))
+        # One bad row (a message deleted with its mailout meanwhile) must not lose the others' outcomes.
+        for outcome in batch:
+            try:
+                await self._write([outcome], self._clock())
+            except Exception:
+                # The message stays in `sending`; lease recovery returns it to pending later.
+                log.exception(
+                    "recording an outcome failed",
+                    message_id=outcome.message_id,
+                    mailout_id=outcome.mailout_id,
+                    status=outcome.status.value,
+                )

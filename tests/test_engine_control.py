@@ -1,0 +1,132 @@
+"""Cancel, delete, pause/resume and a refused provider token, end to end on both databases."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from mailer.provider.sandbox import SandboxFaults
+from mailer.settings import Settings
+from tests.conftest import AiohttpClient
+from tests.engine_support import FAST_ENGINE, Sandbox, Service, eventually, start_sandbox, start_service
+
+AUDIENCE = 60
+CONCURRENCY = 4
+# Long enough that a mailout of AUDIENCE messages over a few workers is still going when the test acts.
+LATENCY_MS = 40.0
+# Proving that nothing happens needs some time to pass; this is not a synchronisation.
+QUIET_S = 0.3
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[Sandbox]:
+    box = await start_sandbox(SandboxFaults(latency_ms=LATENCY_MS, seed=3))
+    yield box
+    await box.server.close()
+
+
+@pytest.fixture
+async def service(
+    aiohttp_client: AiohttpClient, settings_factory: Callable[..., Settings], sandbox: Sandbox
+) -> Service:
+    settings = settings_factory(provider_url=sandbox.url, **{**FAST_ENGINE, "send_concurrency": CONCURRENCY})
+    return await start_service(aiohttp_client, settings)
+
+
+async def sent_at_least(service: Service, mailout_id: int, count: int) -> bool:
+    return (await service.statuses(mailout_id)).get("sent", 0) >= count
+
+
+async def settled(service: Service, mailout_id: int) -> dict[str, int] | None:
+    statuses = await service.statuses(mailout_id)
+    if statuses.get("pending") or statuses.get("sending"):
+        print("not settled", statuses)
+        return None
+    return statuses
+
+
+async def test_cancel_stops_sending_at_once(service: Service, sandbox: Sandbox) -> None:
+    await service.customers(AUDIENCE)
+    mailout = await service.mailout()
+    await eventually(lambda: sent_at_least(service, mailout["id"], 5), what="some sent")
+    cancelled = await service.post(f"/api/mailouts/{mailout['id']}/cancel")
+    requests_at_cancel = sandbox.state.requests
+    assert cancelled["status"] == "cancelled"
+    statuses = await eventually(lambda: settled(service, mailout["id"]), what="all final")
+    assert sandbox.state.requests == requests_at_cancel
+    assert statuses.get("cancelled", 0) > 0
+    assert statuses.get("sent", 0) + statuses["cancelled"] == AUDIENCE
+    await asyncio.sleep(QUIET_S)
+    assert sandbox.state.requests == requests_at_cancel
+
+
+async def test_delete_stops_sending_and_removes_everything(service: Service, sandbox: Sandbox) -> None:
+    await service.customers(AUDIENCE)
+    mailout = await service.mailout()
+    await eventually(lambda: sent_at_least(service, mailout["id"], 5), what="some sent")
+    resp = await service.api.delete(f"/api/mailouts/{mailout['id']}")
+    assert resp.status == 204
+    requests_at_delete = sandbox.state.requests
+    assert await service.messages(mailout["id"]) == []
+    await asyncio.sleep(QUIET_S)
+    assert sandbox.state.requests == requests_at_delete
+    ready = await (await service.api.get("/readyz")).json()
+    assert ready["checks"]["engine"] == "ok"
+
+
+async def test_pause_stops_new_sends_and_resume_goes_on(service: Service, sandbox: Sandbox) -> None:
+    await service.customers(AUDIENCE)
+    mailout = await service.mailout()
+    await eventually(lambda: sent_at_least(service, mailout["id"], 5), what="some sent")
+    paused = await service.post(f"/api/mailouts/{mailout['id']}/pause")
+    assert paused["status"] == "paused"
+
+    async def nothing_in_flight() -> bool:
+        return not (await service.statuses(mailout["id"])).get("sending")
+
+    await eventually(nothing_in_flight, what="in-flight requests finished")
+    requests_paused = sandbox.state.requests
+    await asyncio.sleep(QUIET_S)
+    assert sandbox.state.requests == requests_paused
+    statuses = await service.statuses(mailout["id"])
+    assert statuses.get("pending", 0) > 0
+
+    resumed = await service.post(f"/api/mailouts/{mailout['id']}/resume")
+    assert resumed["status"] == "running"
+    await eventually(lambda: sent_at_least(service, mailout["id"], AUDIENCE), what="all sent after resume")
+    rows = await service.messages(mailout["id"])
+    assert sandbox.counts() == {row.id: 1 for row in rows}
+
+
+async def test_refused_token_raises_an_alarm_and_recovers(service: Service, sandbox: Sandbox) -> None:
+    sandbox.deny["on"] = True
+    await service.customers(10)
+    mailout = await service.mailout()
+
+    async def alarm() -> dict[str, Any] | None:
+        body: dict[str, Any] = await (await service.api.get("/readyz")).json()
+        return body if "alarm:provider_auth" in body["checks"] else None
+
+    await eventually(alarm, what="provider_auth alarm")
+    # Probes go out now and then while the token is refused; nothing fails, nothing is sent.
+    await asyncio.sleep(QUIET_S)
+    statuses = await service.statuses(mailout["id"])
+    assert statuses.get("failed", 0) == 0
+    assert statuses.get("sent", 0) == 0
+    attempts = await service.attempts(mailout["id"])
+    assert attempts
+    assert {a.outcome for a in attempts} == {"unauthorized"}
+    # The requests in flight when the first 401 came, then one probe per interval: no hammering.
+    probes = QUIET_S / FAST_ENGINE["breaker_cooldown_s"] + 2
+    assert len(attempts) <= CONCURRENCY + probes
+
+    sandbox.deny["on"] = False
+    await eventually(lambda: sent_at_least(service, mailout["id"], 10), what="all sent after the fix")
+
+    async def alarm_cleared() -> bool:
+        return await alarm() is None
+
+    await eventually(alarm_cleared, what="alarm cleared")

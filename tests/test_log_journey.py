@@ -1,0 +1,92 @@
+"""A full mailout through the real engine and a sandbox provider, read back from the JSON log lines.
+
+"What happened to message 4711?" must be answered by the lines that carry `message_id=4711`, in order:
+created, claimed, provider request, provider response, final state. And no line of a whole mailout and a
+login may hold a token, a password or an Authorization header.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from mailer.settings import Settings
+from tests.conftest import ADMIN_PASSWORD, JWT_SECRET, AiohttpClient
+from tests.engine_support import FAST_ENGINE, SANDBOX_TOKEN, Service, eventually, start_sandbox, start_service
+from tests.log_support import CapturedLogs, captured_logs
+
+CUSTOMERS = 3
+# The journey of one message, as event names; other lines may come in between.
+JOURNEY = ("message.created", "message.claimed", "provider.request", "provider.response", "message.sent")
+
+
+async def run_mailout(
+    aiohttp_client: AiohttpClient, settings_factory: Callable[..., Settings]
+) -> tuple[CapturedLogs, Service, int, list[Any]]:
+    sandbox = await start_sandbox()
+    settings = settings_factory(provider_url=sandbox.url, log_level="INFO", **FAST_ENGINE)
+    try:
+        with captured_logs(settings) as logs:
+            service = await start_service(aiohttp_client, settings)
+            await service.customers(CUSTOMERS)
+            mailout = await service.mailout()
+
+            async def all_sent() -> bool:
+                return (await service.statuses(mailout["id"])).get("sent") == CUSTOMERS
+
+            await eventually(all_sent, what="every message sent")
+            rows = await service.messages(mailout["id"])
+            # Closing stops the engine, which writes (and logs) its last outcomes before the capture ends.
+            await service.api.client.close()
+    finally:
+        await sandbox.server.close()
+    return logs, service, int(mailout["id"]), rows
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="until the engine logs message.created/claimed, provider.request/response and message.sent "
+    "(issue 5; see the list in the report to the lead); strict, so the mark is removed once it passes",
+)
+async def test_one_message_tells_its_journey_in_order(
+    aiohttp_client: AiohttpClient, settings_factory: Callable[..., Settings]
+) -> None:
+    logs, _service, mailout_id, rows = await run_mailout(aiohttp_client, settings_factory)
+    message = rows[0]
+    lines = [line for line in logs.lines if line.get("message_id") == message.id]
+    events = [line["event"] for line in lines]
+    position = 0
+    for wanted in JOURNEY:
+        assert wanted in events[position:], f"{wanted!r} missing after {events[:position]} in {events}"
+        position = events.index(wanted, position) + 1
+    by_event = {line["event"]: line for line in lines}
+    for name in JOURNEY:
+        assert by_event[name]["mailout_id"] == mailout_id, name
+    assert by_event["message.created"]["customer_id"] == message.customer_id
+    request = by_event["provider.request"]
+    assert request["method"] == "POST"
+    assert request["url"].endswith(f"/send/{message.id}")
+    assert request["attempt"] == 1
+    assert "deadline" in request
+    response = by_event["provider.response"]
+    assert response["http_status"] == 200
+    assert response["outcome"] == "sent"
+    assert response["duration_ms"] >= 0
+    assert by_event["message.sent"]["status"] == "sent"
+    # The API call that created the mailout is in the same log, found by the mailout id.
+    assert any(line.get("route") == "/api/mailouts/" and line.get("status") == 201 for line in logs.lines)
+
+
+async def test_a_full_mailout_and_a_login_log_no_secret(
+    aiohttp_client: AiohttpClient, settings_factory: Callable[..., Settings]
+) -> None:
+    logs, service, _mailout_id, _rows = await run_mailout(aiohttp_client, settings_factory)
+    access_token = service.api.headers["Authorization"].removeprefix("Bearer ")
+    text = logs.text
+    assert text.count("\n") > CUSTOMERS, "the capture holds the service's lines"
+    assert '"login"' in text
+    for secret in (SANDBOX_TOKEN, ADMIN_PASSWORD, JWT_SECRET, access_token):
+        assert secret not in text, f"a secret leaked into the logs: {secret[:4]}…"
+    assert "Authorization" not in text or '"Authorization": "[redacted]"' in text
