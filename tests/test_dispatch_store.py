@@ -88,9 +88,14 @@ async def rows_of(store: DispatchStore, mailout_id: int) -> list[Any]:
 async def activated(store: DispatchStore, mailout_id: int) -> int:
     plan = await store.load_mailout(mailout_id)
     assert plan is not None
-    created = await store.activate(plan, NOW)
+    created = await store.activate(plan, NOW, list_max=1)
     assert created is not None
-    return created
+    if created.count:
+        # Listed up to `list_max`, a range beyond: either way the ids are those of the new rows.
+        ids = [row.id for row in await rows_of(store, mailout_id)]
+        assert (created.first_id, created.last_id) == (ids[0], ids[-1])
+        assert created.messages == ([] if created.count > 1 else [(ids[0], created.messages[0][1])])
+    return created.count
 
 
 async def test_activation_creates_the_audience_once_with_a_due_time_per_zone(store: DispatchStore) -> None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import pytest
-
 from mailer.settings import Settings
 from tests.conftest import ADMIN_PASSWORD, JWT_SECRET, AiohttpClient
 from tests.engine_support import FAST_ENGINE, SANDBOX_TOKEN, Service, eventually, start_sandbox, start_service
@@ -45,11 +43,6 @@ async def run_mailout(
     return logs, service, int(mailout["id"]), rows
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="until the engine logs message.created/claimed, provider.request/response and message.sent "
-    "(issue 5; see the list in the report to the lead); strict, so the mark is removed once it passes",
-)
 async def test_one_message_tells_its_journey_in_order(
     aiohttp_client: AiohttpClient, settings_factory: Callable[..., Settings]
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import structlog
 from aiohttp import web
 from aiohttp_pydantic.oas.typing import r200, r201, r204, r404, r409, r422
 from pydantic import AfterValidator, BeforeValidator, Field
@@ -13,6 +14,8 @@ from mailer.api.schemas.common import DEFAULT_PAGE_SIZE, AfterId, PageLimit, Pro
 from mailer.api.schemas.customers import Customer, CustomerIn, CustomerPage, CustomerPatch
 from mailer.api.views import ApiView, json_model
 from mailer.domain.customers import TAG_MAX_CHARS, check_text, normalize_phone
+from mailer.domain.statuses import MessageStatus
+from mailer.observability import metrics
 from mailer.store import customers as store
 
 COLLECTION_PATH = "/api/customers/"
@@ -40,6 +43,8 @@ class CustomerCollectionView(ApiView):
             422: a field is not valid (see `errors`)
         """
         row = await store.create(self.db, body.to_fields())
+        # The id exists only now: the request's own log line carries it too.
+        structlog.contextvars.bind_contextvars(customer_id=row["id"])
         return json_model(Customer.model_validate(row), 201)
 
     async def get(
@@ -128,7 +133,7 @@ class CustomerItemView(ApiView):
             204: deleted
             404: no customer has this id
         """
-        await store.delete_one(self.db, id)
+        metrics.message_transition(MessageStatus.CANCELLED, await store.delete_one(self.db, id))
         return web.Response(status=204)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import structlog
 from aiohttp import web
 from aiohttp_pydantic.oas.typing import r200, r201, r204, r400, r404, r409, r422
 
@@ -27,8 +28,11 @@ from mailer.api.views import ApiView, json_model
 from mailer.domain import mailouts as domain
 from mailer.domain.errors import NotFoundError
 from mailer.domain.statuses import MailoutStatus, MessageStatus
+from mailer.observability import metrics
 from mailer.store import mailouts as store
 from mailer.store import stats as stats_store
+
+log = structlog.get_logger(__name__)
 
 COLLECTION = "/api/mailouts/"
 # Digits only, so that /api/mailouts/stats is never read as a mailout id.
@@ -70,6 +74,8 @@ class MailoutCollectionView(ApiView):
         Tags: mailouts
         """
         mailout = await store.create(self.db, body.to_domain(), utc_now())
+        # The id exists only now: the request's own log line (and any after this) carries it too.
+        structlog.contextvars.bind_contextvars(mailout_id=mailout.id)
         self.engine.mailout_changed(mailout.id)
         return json_model(MailoutOut.from_domain(mailout), 201)
 
@@ -147,10 +153,13 @@ class MailoutCancelView(ApiView):
 
         Tags: mailouts
         """
-        mailout, changed = await store.cancel(self.db, id, utc_now())
+        mailout, cancelled = await store.cancel(self.db, id, utc_now())
+        if cancelled is not None:
+            metrics.message_transition(MessageStatus.CANCELLED, cancelled)
+            log.info("mailout.cancelled", messages=cancelled)
         # Also when it was cancelled already: a repeated cancel makes sure nothing is still in flight.
         await self.engine.stop_mailout(id)
-        if changed:
+        if cancelled is not None:
             self.engine.mailout_changed(id)
         return json_model(MailoutOut.from_domain(mailout))
 
@@ -189,6 +198,7 @@ class MailoutResumeView(ApiView):
             self.db, id, lambda m: domain.resume_target(m.status, m.activated_at is not None), utc_now()
         )
         if changed:
+            log.info("mailout.resumed", status=mailout.status.value)
             self.engine.mailout_changed(id)
         return json_model(MailoutOut.from_domain(mailout))
 

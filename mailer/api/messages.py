@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import structlog
 from aiohttp import web
 from aiohttp_pydantic.oas.typing import r200, r201, r400, r404, r409, r422
 
@@ -11,7 +12,10 @@ from mailer.api.schemas.common import DEFAULT_PAGE_SIZE, AfterId, PageLimit, Pro
 from mailer.api.schemas.messages import AttemptOut, MessageCreate, MessageDetail, MessageOut, MessagePage
 from mailer.api.views import ApiView, json_model
 from mailer.domain.statuses import MessageStatus
+from mailer.observability import metrics
 from mailer.store import messages as store
+
+log = structlog.get_logger(__name__)
 
 MESSAGE_ITEM = r"/api/messages/{id:\d+}"
 
@@ -49,6 +53,9 @@ class MailoutMessagesView(ApiView):
         Tags: messages
         """
         row = await store.add(self.db, id, body.customer_id, utc_now())
+        # mailout_id is bound by the request middleware (the route has it).
+        log.info("message.created", message_id=row["id"], customer_id=body.customer_id)
+        metrics.message_transition(MessageStatus.PENDING)
         self.engine.mailout_changed(id)
         return json_model(MessageOut.model_validate(dict(row)), 201)
 

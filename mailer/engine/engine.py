@@ -14,12 +14,14 @@ import structlog
 from mailer.domain.breaker import BreakerState, CircuitBreaker
 from mailer.domain.retry import RetryPolicy
 from mailer.domain.statuses import MessageStatus
+from mailer.engine.leases import LeaseKeeper
 from mailer.engine.mailout_actor import MailoutActor
 from mailer.engine.recorder import Recorder
 from mailer.engine.scheduler import Scheduler
 from mailer.engine.sender import SendClient, SenderConfig, SenderPool
 from mailer.engine.supervisor import Supervisor
 from mailer.engine.wakeups import PgWakeups
+from mailer.observability import metrics
 from mailer.observability.health import Health
 from mailer.settings import Settings
 from mailer.store.dispatch import DispatchStore, MessageOutcome
@@ -116,6 +118,7 @@ class Engine:
         self._wakeups = PgWakeups(pg_dsn, store, self._wake_local) if pg_dsn else None
         self._started = False
         self._stopping = False
+        self._unwatch: list[metrics.Unwatch] = []
 
     # --- EnginePort ----------------------------------------------------------------------------------------
 
@@ -149,10 +152,21 @@ class Engine:
         for index in range(self._config.sender.concurrency):
             spawn(f"{_SENDER_PREFIX}{index}", self.pool.run_worker)
         spawn("leases", self._recover_leases)
+        keeper = LeaseKeeper(self._store, self.pool.held_ids, self._config.lease_s, clock=self._clock)
+        spawn("lease-keeper", keeper.run)
         if self._wakeups is not None:
             spawn("notify", self._wakeups.run_publisher)
             spawn("listen", self._wakeups.run_listener)
         spawn("scheduler", self.scheduler.run)
+        # Read when Prometheus scrapes: exact, with no bookkeeping on the sending paths.
+        self._unwatch = [
+            metrics.watch(metrics.SENDER_QUEUE_DEPTH, lambda: len(self.pool.queue)),
+            metrics.watch(metrics.SENDER_IN_FLIGHT, self.pool.in_flight),
+            metrics.watch(
+                metrics.RUNNING_MAILOUTS, lambda: sum(a.running for a in list(self._actors.values()))
+            ),
+        ]
+        metrics.set_breaker_state(self.breaker.state)
         log.info("engine started", senders=self._config.sender.concurrency)
 
     async def stop(self) -> None:
@@ -170,6 +184,9 @@ class Engine:
         await supervisor.stop(grace_s, senders)
         await self.recorder.flush()
         await supervisor.stop(0)
+        for unwatch in self._unwatch:
+            unwatch()
+        self._unwatch = []
         log.info("engine stopped")
 
     # --- internals -----------------------------------------------------------------------------------------
@@ -210,8 +227,11 @@ class Engine:
         while True:
             recovered = await self._store.recover_leases(self._clock())
             if recovered.total:
+                metrics.message_transition(MessageStatus.PENDING, recovered.pending)
+                metrics.message_transition(MessageStatus.EXPIRED, recovered.expired)
+                metrics.message_transition(MessageStatus.CANCELLED, recovered.cancelled)
                 log.warning(
-                    "recovered messages whose lease ran out",
+                    "leases.recovered",
                     pending=recovered.pending,
                     expired=recovered.expired,
                     cancelled=recovered.cancelled,
@@ -226,10 +246,11 @@ class Engine:
                 actor.wake()
 
     def _breaker_changed(self, old: BreakerState, new: BreakerState) -> None:
+        metrics.set_breaker_state(new)
         if new is BreakerState.OPEN:
-            log.warning("provider circuit breaker opened", previous=old.value)
+            log.warning("breaker.changed", previous=old.value, state=new.value)
         else:
-            log.info("provider circuit breaker changed", previous=old.value, state=new.value)
+            log.info("breaker.changed", previous=old.value, state=new.value)
 
     def _auth_paused(self, reason: str) -> None:
         self._health.raise_alarm(AUTH_ALARM, f"the provider refuses the token: {reason}")

@@ -11,6 +11,7 @@ import structlog
 from mailer.domain.statuses import MAILOUT_FINAL, MailoutStatus, MessageStatus
 from mailer.engine.recorder import Recorder
 from mailer.engine.sender import LiveMailout, SenderPool, SendJob
+from mailer.observability import metrics
 from mailer.store.dispatch import ClaimedMessage, DispatchStore, MailoutPlan
 
 log = structlog.get_logger(__name__)
@@ -20,6 +21,10 @@ log = structlog.get_logger(__name__)
 IDLE_RETRY_S = 0.05
 # Longest single sleep: a safety net for a wake-up lost to a bug or another process; cheap at one query.
 MAX_SLEEP_S = 30.0
+# An activation that creates at most this many messages logs one `message.created` line per message. Beyond
+# it, per-message lines would cost seconds of CPU and the memory of every id at activation, so ONE
+# `messages.created` line with the count and the first and last id is logged instead.
+CREATED_LINES_MAX = 10_000
 
 
 class MailoutActor:
@@ -49,6 +54,11 @@ class MailoutActor:
     def wake(self) -> None:
         self._wake.set()
 
+    @property
+    def running(self) -> bool:
+        """Whether the mailout was running when last read (for the running-mailouts gauge)."""
+        return self._live is not None and self._live.plan.status is MailoutStatus.RUNNING
+
     async def run(self) -> None:
         """Until the mailout is final or gone."""
         structlog.contextvars.bind_contextvars(mailout_id=self.mailout_id)
@@ -76,7 +86,7 @@ class MailoutActor:
                 continue
             if plan.status is MailoutStatus.PAUSED:
                 if self._pool.held(plan.id) is None:
-                    log.info("mailout paused: no new sends")
+                    log.info("mailout.paused")
                     await self._pool.hold(plan.id, MessageStatus.PENDING)
                 await self._sleep_until(plan.end_at)
                 continue
@@ -88,9 +98,20 @@ class MailoutActor:
             await self._feed(plan)
 
     async def _activate(self, plan: MailoutPlan, now: datetime) -> None:
-        created = await self._store.activate(plan, now)
-        if created is not None:
-            log.info("mailout started", messages=created)
+        created = await self._store.activate(plan, now, CREATED_LINES_MAX)
+        if created is None:
+            return
+        for message_id, customer_id in created.messages:
+            log.info("message.created", message_id=message_id, customer_id=customer_id)
+        if created.count > len(created.messages):
+            log.info(
+                "messages.created",
+                count=created.count,
+                first_message_id=created.first_id,
+                last_message_id=created.last_id,
+            )
+        metrics.message_transition(MessageStatus.PENDING, created.count)
+        log.info("mailout.started", messages=created.count)
 
     async def _feed(self, plan: MailoutPlan) -> None:
         """Claim what is due and queue it; when nothing is, sleep until something will be."""
@@ -104,6 +125,15 @@ class MailoutActor:
         if limit > 0:
             claimed = await self._store.claim(plan.id, now, limit, self._lease_s)
             if claimed:
+                lease_until = (now + timedelta(seconds=self._lease_s)).isoformat()
+                for message in claimed:
+                    log.info(
+                        "message.claimed",
+                        message_id=message.id,
+                        attempt=message.attempts + 1,
+                        lease_until=lease_until,
+                    )
+                metrics.message_transition(MessageStatus.SENDING, len(claimed))
                 await self._queue(claimed)
                 return
         wake_at = plan.end_at
@@ -138,15 +168,20 @@ class MailoutActor:
         now = self._clock()
         if plan.status is MailoutStatus.SCHEDULED or plan.activated_at is None:
             if await self._store.finish_unstarted(plan.id, now):
-                log.info("mailout ended before it started: finished with no messages")
+                log.info("mailout.finished", messages=0, reason="ended before it started")
             return
         expired = await self._store.expire_pending(plan.id, now)
+        if expired:
+            # A count, not a line per message: the UPDATE returns no ids, and reading them back would cost as
+            # much as the expiry itself for a large mailout.
+            log.info("messages.expired", count=expired)
+            metrics.message_transition(MessageStatus.EXPIRED, expired)
         await self._pool.hold(plan.id, MessageStatus.EXPIRED)
         # Requests in flight have the end as their deadline, so this wait is short.
         await self._pool.wait_idle(plan.id)
         await self._recorder.flush()
         if await self._store.finish(plan.id, self._clock()):
-            log.info("mailout finished", expired=expired)
+            log.info("mailout.finished", expired=expired)
 
     async def _let_go(self, plan: MailoutPlan | None) -> None:
         """The mailout is final or deleted: nothing of it may stay queued."""

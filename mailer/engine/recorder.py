@@ -8,6 +8,7 @@ from datetime import datetime
 
 import structlog
 
+from mailer.observability import metrics
 from mailer.store.dispatch import MessageOutcome
 
 log = structlog.get_logger(__name__)
@@ -70,7 +71,7 @@ class Recorder:
                         break
                 else:
                     batch.append(self._queue.get_nowait())
-            await self._write_batch(batch)
+            self._log_written(await self._write_batch(batch))
             if self._on_written is not None:
                 # Messages back in pending have a new due time: their actors must look again.
                 self._on_written(batch)
@@ -78,16 +79,36 @@ class Recorder:
                 self._written += len(batch)
                 self._progress.notify_all()
 
-    async def _write_batch(self, batch: list[MessageOutcome]) -> None:
+    @staticmethod
+    def _log_written(written: list[MessageOutcome]) -> None:
+        """One line and one count per state change. The UPDATE only touches rows still in `sending`, but an
+        executemany reports no rowcount per row, so a row that had been cancelled or recovered meanwhile (and
+        so kept its state) is logged and counted too; that is rare, and knowing it would cost a query."""
+        for o in written:
+            metrics.message_transition(o.status)
+            log.info(
+                f"message.{o.status.value}",
+                message_id=o.message_id,
+                mailout_id=o.mailout_id,
+                status=o.status.value,
+                attempts=o.attempts,
+                error=o.error,
+                next_attempt_at=o.next_attempt_at.isoformat() if o.next_attempt_at else None,
+            )
+
+    async def _write_batch(self, batch: list[MessageOutcome]) -> list[MessageOutcome]:
+        """Write the batch; returns the outcomes that were written."""
         try:
             await self._write(batch, self._clock())
-            return
+            return batch
         except Exception:
             log.exception("recording a batch failed; writing its outcomes one by one", size=len(batch))
         # One bad row (a message deleted with its mailout meanwhile) must not lose the others' outcomes.
+        written = []
         for outcome in batch:
             try:
                 await self._write([outcome], self._clock())
+                written.append(outcome)
             except Exception:
                 # The message stays in `sending`; lease recovery returns it to pending later.
                 log.exception(
@@ -96,3 +117,4 @@ class Recorder:
                     mailout_id=outcome.mailout_id,
                     status=outcome.status.value,
                 )
+        return written

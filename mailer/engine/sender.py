@@ -26,6 +26,7 @@ from mailer.domain.retry import RetryPolicy, next_attempt_at
 from mailer.domain.statuses import MessageStatus, Outcome
 from mailer.domain.windows import closes_at, is_open, load_zone, next_open
 from mailer.engine.recorder import Recorder
+from mailer.observability import metrics
 from mailer.provider.client import SendResult
 from mailer.store.dispatch import AttemptRow, ClaimedMessage, MailoutPlan, MessageOutcome
 
@@ -55,7 +56,9 @@ class CutReason(StrEnum):
 
 
 class SendClient(Protocol):
-    """The one provider call the pool needs."""
+    """The one provider call the pool needs, and the URL it goes to (for the log; never holds a secret)."""
+
+    def url_for(self, msg_id: int) -> str: ...
 
     async def send(self, msg_id: int, phone: str, text: str, timeout_s: float) -> SendResult: ...
 
@@ -135,6 +138,10 @@ class JobQueue:
         async with self._changed:
             await self._changed.wait_for(lambda: self._closed or len(self._items) < self.maxsize)
             return 0 if self._closed else self.maxsize - len(self._items)
+
+    def message_ids(self) -> list[int]:
+        """The ids of the messages queued now."""
+        return [job.message.id for job in self._items]
 
     async def take_mailout(self, mailout_id: int) -> list[SendJob]:
         """Remove and return the queued jobs of one mailout."""
@@ -305,6 +312,12 @@ class SenderPool:
         while (flight := self._flights.get(mailout_id)) is not None and flight.tasks:
             await asyncio.wait(list(flight.tasks.values()))
 
+    def held_ids(self) -> list[int]:
+        """Messages this pool holds in `sending`: queued, in flight, or waiting for their outcome's write
+        (the lease keeper renews their leases)."""
+        flying = [job.message.id for flight in self._flights.values() for job in flight.tasks]
+        return self.queue.message_ids() + flying
+
     def in_flight(self, mailout_id: int | None = None) -> int:
         if mailout_id is not None:
             flight = self._flights.get(mailout_id)
@@ -377,6 +390,9 @@ class SenderPool:
             outcome = self._cut_outcome(job, self._clock())
         job.settled = True
         await self._recorder.submit(outcome)
+        # The worker is free only once the outcome is in the database: a crash can then leave at most one
+        # sent-but-unrecorded message per worker, so a restart re-sends at most `concurrency` of them.
+        await self._recorder.flush()
 
     async def _attempt(self, job: SendJob) -> MessageOutcome:
         plan = job.mailout.plan
@@ -415,7 +431,14 @@ class SenderPool:
     ) -> MessageOutcome:
         timeout_s = (deadline - now).total_seconds()
         job.started_at, job.started_s = now, self._monotonic()
-        log.debug("sending", attempt=job.message.attempts + 1, timeout_s=round(timeout_s, 3))
+        log.info(
+            "provider.request",
+            method="POST",
+            url=self._client.url_for(job.message.id),
+            attempt=job.message.attempts + 1,
+            deadline=deadline.isoformat(),
+            timeout_s=round(timeout_s, 3),
+        )
         try:
             async with asyncio.timeout(timeout_s):
                 result = await self._client.send(job.message.id, job.message.phone, plan.text, timeout_s)
@@ -446,13 +469,19 @@ class SenderPool:
         now = self._clock()
         attempt = self._attempt_row(job, result.outcome, result.http_status, result.error, result.duration_s)
         outcome = result.outcome
+        metrics.provider_request(outcome, result.duration_s)
+        log.info(
+            "provider.response",
+            outcome=outcome.value,
+            http_status=result.http_status,
+            duration_ms=attempt.duration_ms,
+            error=result.error,
+        )
         if outcome is Outcome.SENT or outcome is Outcome.REJECTED:
             self._breaker.record_success()
             self.auth.accepted()
             if outcome is Outcome.SENT:
-                log.debug("sent", duration_ms=attempt.duration_ms)
                 return self._outcome(job, MessageStatus.SENT, sent_at=now, attempt=attempt)
-            log.info("rejected by the provider", http_status=result.http_status, error=result.error)
             return self._outcome(job, MessageStatus.FAILED, error=result.error, attempt=attempt)
         if outcome is Outcome.UNAUTHORIZED:
             self._breaker.release_probe()
@@ -462,9 +491,6 @@ class SenderPool:
         self._breaker.record_failure()
         self.auth.inconclusive(job)
         made = job.message.attempts + 1
-        log.info(
-            "send failed; will retry", kind=outcome.value, http_status=result.http_status, error=result.error
-        )
         if made >= self._config.retry.max_attempts:
             return self._outcome(job, MessageStatus.FAILED, error=result.error, attempt=attempt)
         retry_at = next_attempt_at(
@@ -473,7 +499,17 @@ class SenderPool:
         if retry_at is None:
             return self._outcome(job, MessageStatus.EXPIRED, error=result.error, attempt=attempt)
         opens = next_open(retry_at, plan.window, load_zone(job.message.timezone))
-        return self._reschedule(job, opens, now, error=result.error, attempt=attempt)
+        retried = self._reschedule(job, opens, now, error=result.error, attempt=attempt)
+        if retried.status is MessageStatus.PENDING:
+            metrics.RETRIES.inc()
+            log.info(
+                "message.retry",
+                kind=outcome.value,
+                attempts=made,
+                next_attempt_at=opens.isoformat(),
+                error=result.error,
+            )
+        return retried
 
     def _cut_outcome(self, job: SendJob, now: datetime) -> MessageOutcome:
         """The outcome of a request cut in flight (or a job cut before its request started)."""
@@ -482,8 +518,19 @@ class SenderPool:
         attempt = None
         if job.started_at is not None and job.started_s is not None:
             error = f"cut: {reason.value}"
-            attempt = self._attempt_row(job, Outcome.CUT, None, error, self._monotonic() - job.started_s)
-        log.info("request cut", reason=reason.value, started=attempt is not None)
+            elapsed_s = self._monotonic() - job.started_s
+            attempt = self._attempt_row(job, Outcome.CUT, None, error, elapsed_s)
+            metrics.provider_request(Outcome.CUT, elapsed_s)
+            log.info(
+                "provider.response",
+                outcome=Outcome.CUT.value,
+                http_status=None,
+                duration_ms=attempt.duration_ms,
+                error=error,
+            )
+        else:
+            # No request went out: the state change the recorder logs is the whole story, plus why.
+            log.info("send.cut", reason=reason.value)
         match reason:
             case CutReason.CANCEL:
                 return self._outcome(job, MessageStatus.CANCELLED, attempt=attempt)
@@ -542,4 +589,5 @@ class SenderPool:
             sent_at=sent_at,
             error=error,
             attempt=attempt,
+            attempts=job.message.attempts + (1 if attempt is not None else 0),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -61,7 +62,11 @@ class Supervisor:
             raise RuntimeError(f"a child named {name!r} is already supervised")
         child = _Child(name, factory)
         self._children[name] = child
-        child.task = asyncio.create_task(self._keep(child), name=f"supervised:{name}")
+        # A fresh context: a child spawned while serving an API request (a mailout actor) must not carry that
+        # request's `request_id` and `user` into every line it logs for the rest of its life.
+        child.task = asyncio.create_task(
+            self._keep(child), name=f"supervised:{name}", context=contextvars.Context()
+        )
 
     def is_running(self, name: str) -> bool:
         return name in self._children

@@ -148,10 +148,12 @@ async def _update(
     return row._mapping
 
 
-async def delete_one(db: AsyncEngine, customer_id: int) -> None:
-    """Cancel the customer's pending messages, then delete it; its messages stay, with customer_id NULL."""
+async def delete_one(db: AsyncEngine, customer_id: int) -> int:
+    """Cancel the customer's pending messages, then delete it; its messages stay, with customer_id NULL.
+
+    Returns how many messages were cancelled."""
     async with db.begin() as conn:
-        await conn.execute(
+        cancelled = await conn.execute(
             update(messages)
             .where(messages.c.customer_id == customer_id, messages.c.status == MessageStatus.PENDING)
             .values(status=MessageStatus.CANCELLED, updated_at=_now())
@@ -160,6 +162,7 @@ async def delete_one(db: AsyncEngine, customer_id: int) -> None:
         if result.rowcount == 0:
             # Raising inside the transaction rolls back the cancellation too (there was nothing to cancel).
             raise NotFoundError(_RESOURCE, customer_id)
+    return cancelled.rowcount
 
 
 _UPSERT_COLUMNS = ("phone", "operator_code", "tag", "timezone")

@@ -38,6 +38,9 @@ from mailer.store.tables import customers, mailouts, message_attempts, messages
 _LIVE_MAILOUT = (MailoutStatus.SCHEDULED, MailoutStatus.RUNNING, MailoutStatus.PAUSED)
 _SECONDS_PER_HOUR = 3600
 _SECONDS_PER_MINUTE = 60
+# Ids per lease-renewal UPDATE: far below SQLite's bound-parameter limit, and a process holds a few times
+# its send concurrency at most, so one statement per round is the usual case.
+RENEW_CHUNK = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,8 @@ class MessageOutcome:
     sent_at: datetime | None
     error: str | None
     attempt: AttemptRow | None
+    # Requests made for the message so far, this one included: for the log line of the state change.
+    attempts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +101,17 @@ class ScanResult:
 
     active_ids: list[int]
     next_start_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Activation:
+    """The messages an activation created: their (id, customer_id) pairs when at most `list_max` were
+    created, else only their count and id range (`messages` empty; other mailouts' ids may lie between)."""
+
+    count: int
+    first_id: int | None
+    last_id: int | None
+    messages: list[tuple[int, int | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,11 +193,12 @@ class DispatchStore:
 
     # --- activation ----------------------------------------------------------------------------------------
 
-    async def activate(self, plan: MailoutPlan, now: datetime) -> int | None:
+    async def activate(self, plan: MailoutPlan, now: datetime, list_max: int = 0) -> Activation | None:
         """Start a due scheduled mailout and create its messages in the same transaction.
 
-        Returns the number of messages created, or None when another actor (or process) won, or the mailout
-        is not due any more. `next_attempt_at` is computed once per distinct customer zone, not per customer.
+        Returns the messages created (listed when at most `list_max`), or None when another actor (or
+        process) won, or the mailout is not due any more. `next_attempt_at` is computed once per distinct
+        customer zone, not per customer.
         """
         async with self._engine.begin() as conn:
             won = await conn.execute(
@@ -238,12 +255,33 @@ class DispatchStore:
                 "created_at",
                 "updated_at",
             ]
+            # Messages added through the API before the start already exist; those created here have higher
+            # ids (the mailout row, locked by the UPDATE above, keeps other writers of its messages out).
+            before = await conn.scalar(
+                select(func.max(messages.c.id)).where(messages.c.mailout_id == plan.id)
+            )
             insert = (postgresql.insert if self.is_postgres else sqlite.insert)(messages)
             statement = insert.from_select(columns, source).on_conflict_do_nothing(
                 index_elements=["mailout_id", "customer_id"]
             )
-            created = await conn.execute(statement)
-            return max(created.rowcount, 0)
+            count = max((await conn.execute(statement)).rowcount, 0)
+            if count == 0:
+                return Activation(0, None, None, [])
+            new = and_(messages.c.mailout_id == plan.id, messages.c.id > (before or 0))
+            # Ids are read back with a separate SELECT rather than RETURNING: a mailout to a million customers
+            # then costs two numbers, not a million rows in memory.
+            if count > list_max:
+                first, last = (
+                    await conn.execute(select(func.min(messages.c.id), func.max(messages.c.id)).where(new))
+                ).one()
+                return Activation(count, first, last, [])
+            rows = (
+                await conn.execute(
+                    select(messages.c.id, messages.c.customer_id).where(new).order_by(messages.c.id)
+                )
+            ).all()
+            pairs = [(row.id, row.customer_id) for row in rows]
+            return Activation(count, pairs[0][0] if pairs else None, pairs[-1][0] if pairs else None, pairs)
 
     async def finish_unstarted(self, mailout_id: int, now: datetime) -> bool:
         """A scheduled mailout whose end came before it could start: finished, with no messages."""
@@ -448,6 +486,25 @@ class DispatchStore:
             await conn.execute(
                 text("SELECT pg_notify(:channel, :payload)"), {"channel": channel, "payload": payload}
             )
+
+    # --- lease renewal -------------------------------------------------------------------------------------
+
+    async def renew_leases(self, ids: Sequence[int], until: datetime) -> int:
+        """Push `lease_until` to `until` for those of `ids` still in `sending`; how many were renewed.
+
+        Rows that left `sending` meanwhile (recorded, cancelled, recovered) are left alone.
+        """
+        renewed = 0
+        async with self._engine.begin() as conn:
+            for start in range(0, len(ids), RENEW_CHUNK):
+                chunk = list(ids[start : start + RENEW_CHUNK])
+                result = await conn.execute(
+                    update(messages)
+                    .where(messages.c.id.in_(chunk), messages.c.status == MessageStatus.SENDING)
+                    .values(lease_until=until)
+                )
+                renewed += max(result.rowcount, 0)
+        return renewed
 
 
 _RECORD_STATEMENT = (

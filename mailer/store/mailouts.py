@@ -144,23 +144,24 @@ async def transition(
         return await _write(conn, mailout_id, {"status": status, "updated_at": now}), True
 
 
-async def cancel(db: AsyncEngine, mailout_id: int, now: datetime) -> tuple[Mailout, bool]:
+async def cancel(db: AsyncEngine, mailout_id: int, now: datetime) -> tuple[Mailout, int | None]:
     """Cancel the mailout and, in the same transaction, every message not yet handed to the provider.
 
-    Messages in `sending` are in flight: the engine cuts them and records how each ended.
+    Returns the mailout and how many messages were cancelled, None when it was cancelled already. Messages
+    in `sending` are in flight: the engine cuts them and records how each ended.
     """
     async with db.begin() as conn:
         current = await read(conn, mailout_id, lock=True)
         status = cancel_target(current.status)
         if status is current.status:
-            return current, False
-        await conn.execute(
+            return current, None
+        cancelled = await conn.execute(
             update(messages)
             .where(messages.c.mailout_id == mailout_id, messages.c.status == MessageStatus.PENDING)
             .values(status=MessageStatus.CANCELLED, next_attempt_at=None, updated_at=now)
         )
         values = {"status": status, "updated_at": now, "finished_at": now}
-        return await _write(conn, mailout_id, values), True
+        return await _write(conn, mailout_id, values), cancelled.rowcount
 
 
 async def exists(db: AsyncEngine, mailout_id: int) -> bool:

@@ -1,8 +1,8 @@
-"""Mailout statistics: a few grouped queries on covering indexes, never one query per mailout or per message.
+"""Mailout statistics from counters the database keeps exact, never by counting a mailout's messages.
 
-- counts: `GROUP BY mailout_id, status` on the (mailout_id, status, next_attempt_at) index;
-- first and last send: min/max(sent_at) of the mailout's sent messages;
-- errors: `GROUP BY outcome` on the (mailout_id, outcome) index of message_attempts.
+- counts: the rows of `mailout_message_counts` (kept by triggers, see migration 0003), one query per page;
+- first and last send: two lookups on the partial (mailout_id, sent_at) index, with the mailout's row;
+- attempts and errors: the rows of `mailout_attempt_counts`.
 """
 
 from __future__ import annotations
@@ -10,15 +10,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ScalarSelect, bindparam, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from mailer.domain.errors import NotFoundError
 from mailer.domain.mailouts import Mailout
 from mailer.domain.statuses import MailoutStatus, MessageStatus, Outcome
-from mailer.store import mailouts as mailout_store
-from mailer.store.mailouts import Page, from_row, listing, page_of
-from mailer.store.tables import message_attempts, messages
+from mailer.store.mailouts import RESOURCE, Page, from_row, listing, page_of
+from mailer.store.tables import mailout_attempt_counts, mailout_message_counts, mailouts, messages
 
 # Every kind of failed request; the statistics show all of them, zeros included.
 ERROR_KINDS = tuple(o for o in Outcome if o is not Outcome.SENT)
@@ -54,15 +55,13 @@ class MailoutStatsData:
 async def counts_by_status(
     conn: AsyncConnection, mailout_ids: Sequence[int]
 ) -> dict[int, dict[MessageStatus, int]]:
-    """Message counts per status for each of the mailouts, in one grouped query; all statuses present."""
+    """Message counts per status for each of the mailouts, in one query; all statuses present."""
     counts = {mailout_id: zero_counts() for mailout_id in mailout_ids}
     if not mailout_ids:
         return counts
-    query = (
-        select(messages.c.mailout_id, messages.c.status, func.count())
-        .where(messages.c.mailout_id.in_(mailout_ids))
-        .group_by(messages.c.mailout_id, messages.c.status)
-    )
+    query = select(
+        mailout_message_counts.c.mailout_id, mailout_message_counts.c.status, mailout_message_counts.c.n
+    ).where(mailout_message_counts.c.mailout_id.in_(mailout_ids))
     for mailout_id, status, count in await conn.execute(query):
         # A status this version does not know (a newer process wrote it) must not break the statistics.
         if status in MessageStatus:
@@ -81,25 +80,66 @@ async def list_page(
     return Page([MailoutCounts(m, counts[m.id]) for m in page.items], page.next_after)
 
 
+def _sent_at_bound(*, last: bool) -> ScalarSelect[Any]:
+    # `sent_at IS NOT NULL` must be spelled out for the planners to pick the partial index; ORDER BY … LIMIT 1
+    # makes it one index lookup on both databases (SQLite does not turn two min/max in one query into that).
+    order = messages.c.sent_at.desc() if last else messages.c.sent_at.asc()
+    return (
+        select(messages.c.sent_at)
+        .where(
+            messages.c.mailout_id == bindparam("mailout_id"),
+            messages.c.sent_at.is_not(None),
+            messages.c.status == MessageStatus.SENT,
+        )
+        .order_by(order)
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+# Two statements per request, built once: this route is read at high rates, and each round trip and each
+# statement construction shows in its latency.
+_MAILOUT_WITH_SENT_RANGE = select(
+    mailouts,
+    _sent_at_bound(last=False).label("first_sent_at"),
+    _sent_at_bound(last=True).label("last_sent_at"),
+).where(mailouts.c.id == bindparam("mailout_id"))
+
+_STATUS, _OUTCOME = "status", "outcome"
+_COUNTERS = union_all(
+    select(
+        literal(_STATUS).label("counter"),
+        mailout_message_counts.c.status.label("key"),
+        mailout_message_counts.c.n,
+    ).where(mailout_message_counts.c.mailout_id == bindparam("mailout_id")),
+    select(
+        literal(_OUTCOME).label("counter"),
+        mailout_attempt_counts.c.outcome.label("key"),
+        mailout_attempt_counts.c.n,
+    ).where(mailout_attempt_counts.c.mailout_id == bindparam("mailout_id")),
+)
+
+
 async def for_mailout(db: AsyncEngine, mailout_id: int) -> MailoutStatsData:
     """The statistics of one mailout; NotFoundError when it does not exist."""
-    sent_range = select(func.min(messages.c.sent_at), func.max(messages.c.sent_at)).where(
-        messages.c.mailout_id == mailout_id, messages.c.status == MessageStatus.SENT
-    )
-    outcomes = (
-        select(message_attempts.c.outcome, func.count())
-        .where(message_attempts.c.mailout_id == mailout_id)
-        .group_by(message_attempts.c.outcome)
-    )
+    params = {"mailout_id": mailout_id}
     async with db.connect() as conn:
-        mailout = await mailout_store.read(conn, mailout_id)
-        counts = (await counts_by_status(conn, [mailout_id]))[mailout_id]
-        first_sent_at, last_sent_at = (await conn.execute(sent_range)).one()
-        by_outcome = {outcome: count for outcome, count in await conn.execute(outcomes)}
+        row = (await conn.execute(_MAILOUT_WITH_SENT_RANGE, params)).mappings().one_or_none()
+        if row is None:
+            raise NotFoundError(RESOURCE, mailout_id)
+        counters = (await conn.execute(_COUNTERS, params)).all()
+    by_status = zero_counts()
+    by_outcome: dict[str, int] = {}
+    for counter, key, n in counters:
+        if counter == _OUTCOME:
+            by_outcome[key] = n
+        # A status this version does not know (a newer process wrote it) must not break the statistics.
+        elif key in MessageStatus:
+            by_status[MessageStatus(key)] = n
     return MailoutStatsData(
-        counts=MailoutCounts(mailout, counts),
-        first_sent_at=first_sent_at,
-        last_sent_at=last_sent_at,
+        counts=MailoutCounts(from_row(row), by_status),
+        first_sent_at=row["first_sent_at"],
+        last_sent_at=row["last_sent_at"],
         attempts=sum(by_outcome.values()),
         errors_by_kind={kind: by_outcome.get(kind, 0) for kind in ERROR_KINDS},
     )

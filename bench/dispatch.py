@@ -1,0 +1,341 @@
+"""Dispatch benchmark on PostgreSQL: send rate against a bare client, activation time, peak memory.
+
+    .venv/bin/python bench/dispatch.py [--customers 100000] [--messages 1000000] [--dispatch-s 120]
+
+(a) a mailout to `--customers` customers through the standalone sandbox (no latency), timed from the create
+    request until no message is pending or sending; then a bare aiohttp client posts as many requests (same
+    bodies, same token header, same concurrency) to the same sandbox. Both rates and their ratio.
+(b) a mailout to `--messages` customers (seeded by SQL, all in UTC) whose send window is closed now: the time
+    from the create request until all its messages exist.
+(c) the window of that mailout is then opened (PATCH send_window null) and it dispatches for at most
+    `--dispatch-s` seconds (0: until done); VmRSS/VmHWM of the service are sampled every 0.5 s all along.
+
+Each part runs on its own fresh database `mailer_bench_dispatch_*_<pid>`, dropped at the end. `--py-spy FILE`
+records the service with py-spy (collapsed stacks) during (a). Results: Markdown tables on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from sqlalchemy import text
+
+if __package__ in (None, ""):  # run as `python bench/dispatch.py`: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (
+    DEFAULT_PG_URL,
+    BenchDatabase,
+    Process,
+    RssSampler,
+    access_token,
+    customer_lines,
+    import_customers,
+    load,
+    machine,
+    mib,
+    note,
+    pg_version,
+    poll,
+    print_table,
+    start_sandbox,
+    start_service,
+)
+
+RATIO_TARGET = 0.6
+ACTIVATION_TARGET_S = 10.0
+RSS_TARGET_MB = 200
+SANDBOX_TOKEN = "bench-provider-token"
+TEXT = "Benchmark: our shop is open late tonight"
+# The bare client's ids start here, far from any message id, so the sandbox's counts stay apart.
+BARE_FIRST_ID = 10**12
+FINISHED_TIMEOUT_S = 3600.0
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pg-url", default=os.environ.get("MAILER_TEST_PG_URL", DEFAULT_PG_URL))
+    parser.add_argument("--customers", type=int, default=100_000, help="audience of the send-rate mailout")
+    parser.add_argument("--messages", type=int, default=1_000_000, help="audience of the activation mailout")
+    parser.add_argument("--concurrency", type=int, default=64, help="MAILER_SEND_CONCURRENCY and the bare's")
+    parser.add_argument("--dispatch-s", type=float, default=120.0, help="bound on part (c); 0: until done")
+    parser.add_argument("--py-spy", type=Path, default=None, help="record the service during (a) to FILE")
+    parser.add_argument("--skip", choices=("a", "bc"), default=None, help="skip part (a) or parts (b, c)")
+    return parser.parse_args()
+
+
+class Api:
+    """The few calls the benchmark makes, with the token in place."""
+
+    def __init__(self, session: aiohttp.ClientSession, service: Process, token: str) -> None:
+        self.session = session
+        self.base_url = service.base_url
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        async with self.session.request(
+            method, self.base_url + path, json=body, headers=self.headers
+        ) as response:
+            if response.status >= 400:
+                raise RuntimeError(f"{method} {path}: {response.status} {await response.text()}")
+            return await response.json()
+
+    async def create_mailout(self, window: dict[str, str] | None) -> int:
+        now = datetime.now(UTC)
+        body: dict[str, Any] = {
+            "start_at": (now - timedelta(minutes=1)).isoformat(),
+            "end_at": (now + timedelta(days=1)).isoformat(),
+            "text": TEXT,
+        }
+        if window is not None:
+            body["send_window"] = window
+        return int((await self.call("POST", "/api/mailouts/", body))["id"])
+
+    async def stats(self, mailout_id: int) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("GET", f"/api/mailouts/{mailout_id}/stats")
+        return result
+
+
+def open_count(stats: dict[str, Any]) -> int:
+    by_status: dict[str, int] = stats["by_status"]
+    return by_status["pending"] + by_status["sending"]
+
+
+async def sandbox_stats(session: aiohttp.ClientSession, sandbox: Process) -> dict[str, Any]:
+    async with session.get(sandbox.base_url + "/_control/stats") as response:
+        result: dict[str, Any] = await response.json()
+    return result
+
+
+async def sandbox_reset(session: aiohttp.ClientSession, sandbox: Process) -> None:
+    async with session.post(sandbox.base_url + "/_control/reset") as response:
+        response.raise_for_status()
+
+
+def service_env(db_url: str, sandbox: Process, concurrency: int) -> dict[str, str]:
+    return {
+        "MAILER_DATABASE_URL": db_url,
+        "MAILER_PROVIDER_URL": sandbox.base_url,
+        "MAILER_PROVIDER_TOKEN": SANDBOX_TOKEN,
+        "MAILER_SEND_CONCURRENCY": str(concurrency),
+    }
+
+
+async def bare_client(sandbox: Process, n: int, concurrency: int) -> tuple[float, int]:
+    """POST n sends to the sandbox with `concurrency` in flight, as the service would; (seconds, failures)."""
+    headers = {"Authorization": f"Bearer {SANDBOX_TOKEN}"}
+    ids = iter(range(BARE_FIRST_ID, BARE_FIRST_ID + n))
+    failures = 0
+    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=0)
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal failures
+        for msg_id in ids:  # one shared iterator: each id is taken once
+            payload = {"id": msg_id, "phone": 79_000_000_000 + msg_id % 1_000_000_000, "text": TEXT}
+            async with session.post(f"{sandbox.base_url}/send/{msg_id}", json=payload, headers=headers) as r:
+                body = await r.read()
+            if r.status != 200 or json.loads(body).get("code") != 0:
+                failures += 1
+
+    async with aiohttp.ClientSession(connector=connector) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+        return time.perf_counter() - started, failures
+
+
+def start_py_spy(pid: int, out: Path, duration_s: int) -> subprocess.Popen[bytes]:
+    spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen(
+        [
+            *(str(spy), "record", "--pid", str(pid), "--duration", str(duration_s)),
+            *("--rate", "100", "--format", "raw", "--output", str(out), "--nonblocking"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def part_a(args: argparse.Namespace, session: aiohttp.ClientSession, info: dict[str, str]) -> list[Any]:
+    rows: list[tuple[str, str, str]] = []
+    n = args.customers
+    sandbox = await start_sandbox(SANDBOX_TOKEN)
+    try:
+        async with BenchDatabase(args.pg_url, f"mailer_bench_dispatch_a_{os.getpid()}") as bench_db:
+            info["postgresql"] = await pg_version(bench_db.db)
+            service = await start_service(service_env(bench_db.url, sandbox, args.concurrency), session)
+            try:
+                note(f"(a) service pid {service.pid}, sandbox pid {sandbox.pid} at {sandbox.base_url}")
+                api = Api(session, service, await access_token(session, service.base_url))
+                result = await import_customers(session, service.base_url, api.headers, customer_lines(n))
+                assert result["created"] == n, result
+                await sandbox_reset(session, sandbox)
+                spy = None
+                load_before = load()
+                started = time.perf_counter()
+                mailout_id = await api.create_mailout(None)
+                if args.py_spy is not None:
+                    spy = start_py_spy(service.pid, args.py_spy, 30)
+
+                async def all_final() -> bool:
+                    stats = await api.stats(mailout_id)
+                    return bool(stats["total"] == n and open_count(stats) == 0)
+
+                await poll(all_final, 0.2, FINISHED_TIMEOUT_S)
+                mailer_s = time.perf_counter() - started
+                load_after = load()
+                if spy is not None:
+                    await asyncio.to_thread(spy.wait)
+                stats = await api.stats(mailout_id)
+                provider = await sandbox_stats(session, sandbox)
+            finally:
+                await service.stop()
+        note(f"(a) mailer: {n:,} in {mailer_s:.1f} s; sandbox {provider}")
+        await sandbox_reset(session, sandbox)
+        bare_load_before = load()
+        bare_s, bare_failures = await bare_client(sandbox, n, args.concurrency)
+        bare_load_after = load()
+        note(f"(a) bare: {n:,} in {bare_s:.1f} s")
+    finally:
+        await sandbox.stop()
+    mailer_rate, bare_rate = n / mailer_s, n / bare_s
+    sent = stats["by_status"]["sent"]
+    return [
+        *rows,
+        ("(a) mailer: messages sent / duplicates at the sandbox", f"{sent:,} / {provider['duplicates']}", ""),
+        ("(a) mailer: create → all final", f"{mailer_s:.1f} s", ""),
+        ("(a) mailer: rate", f"{mailer_rate:,.0f} msg/s", ""),
+        ("(a) mailer: load before / after", f"{load_before} / {load_after}", ""),
+        ("(a) bare aiohttp client: requests (failures)", f"{n:,} ({bare_failures})", ""),
+        ("(a) bare aiohttp client: time", f"{bare_s:.1f} s", ""),
+        ("(a) bare aiohttp client: rate", f"{bare_rate:,.0f} req/s", ""),
+        ("(a) bare: load before / after", f"{bare_load_before} / {bare_load_after}", ""),
+        ("(a) ratio mailer / bare", f"{mailer_rate / bare_rate:.2f}", f"≥ {RATIO_TARGET}"),
+    ]
+
+
+SEED_CUSTOMERS = text(
+    """
+    INSERT INTO customers (phone, operator_code, tag, timezone, created_at, updated_at)
+    SELECT '79' || lpad(i::text, 9, '0'), '900', (ARRAY['vip', 'new', 'regular'])[i % 3 + 1], 'UTC',
+           now(), now()
+    FROM generate_series(0, :n - 1) AS i
+    """
+)
+
+
+def closed_window(now: datetime) -> dict[str, str]:
+    """A one-hour window starting two hours from now (UTC): closed now and for the whole benchmark."""
+    start = now + timedelta(hours=2)
+    end = start + timedelta(hours=1)
+    return {"start": start.strftime("%H:%M"), "end": end.strftime("%H:%M")}
+
+
+async def part_bc(
+    args: argparse.Namespace, session: aiohttp.ClientSession, info: dict[str, str]
+) -> list[Any]:
+    n = args.messages
+    sandbox = await start_sandbox(SANDBOX_TOKEN)
+    try:
+        async with BenchDatabase(args.pg_url, f"mailer_bench_dispatch_b_{os.getpid()}") as bench_db:
+            info["postgresql"] = await pg_version(bench_db.db)
+            service = await start_service(service_env(bench_db.url, sandbox, args.concurrency), session)
+            sampler = RssSampler(service.pid)
+            sampler.start()
+            try:
+                note(f"(b) service pid {service.pid}; seeding {n:,} customers by SQL")
+                api = Api(session, service, await access_token(session, service.base_url))
+                seed_started = time.perf_counter()
+                async with bench_db.db.begin() as conn:
+                    await conn.execute(SEED_CUSTOMERS, {"n": n})
+                async with bench_db.db.connect() as conn:
+                    await conn.execute(text("ANALYZE customers"))
+                seed_s = time.perf_counter() - seed_started
+                idle_rss, _ = sampler.mark("idle")
+
+                # (b) activation with the window closed: every message created, none sent
+                load_before = load()
+                started = time.perf_counter()
+                mailout_id = await api.create_mailout(closed_window(datetime.now(UTC)))
+                created_s = time.perf_counter() - started
+
+                async def all_created() -> bool:
+                    return bool((await api.stats(mailout_id))["total"] == n)
+
+                await poll(all_created, 0.1, FINISHED_TIMEOUT_S)
+                activation_s = time.perf_counter() - started
+                load_after = load()
+                activated_rss, activated_hwm = sampler.mark("activated")
+                stats = await api.stats(mailout_id)
+                note(f"(b) activation of {n:,}: {activation_s:.1f} s; {stats['by_status']}")
+
+                # (c) open the window and dispatch for a bounded time
+                dispatch_started = time.perf_counter()
+                samples_from = len(sampler.samples)
+                await api.call("PATCH", f"/api/mailouts/{mailout_id}", {"send_window": None})
+                bound_s = args.dispatch_s if args.dispatch_s > 0 else FINISHED_TIMEOUT_S
+
+                async def done_or_bound() -> bool:
+                    if time.perf_counter() - dispatch_started >= bound_s:
+                        return True
+                    return open_count(await api.stats(mailout_id)) == 0
+
+                await poll(done_or_bound, 1.0, FINISHED_TIMEOUT_S)
+                dispatch_s = time.perf_counter() - dispatch_started
+                dispatch_load = load()
+                final = await api.stats(mailout_id)
+                end_rss, end_hwm = sampler.mark("end")
+                dispatch_max_rss = max((rss for _, rss, _ in sampler.samples[samples_from:]), default=0)
+            finally:
+                await sampler.stop()
+                await service.stop()
+    finally:
+        await sandbox.stop()
+    sent = final["by_status"]["sent"]
+    return [
+        ("(b) customers seeded by SQL", f"{n:,} in {seed_s:.1f} s", ""),
+        ("(b) create request answered", f"{created_s * 1000:.0f} ms", ""),
+        (
+            "(b) activation: create → all messages exist",
+            f"{activation_s:.2f} s",
+            f"≤ {ACTIVATION_TARGET_S:g} s",
+        ),
+        ("(b) messages sent while the window is closed", str(stats["by_status"]["sent"]), "0"),
+        ("(b) load before / after", f"{load_before} / {load_after}", ""),
+        ("(c) dispatch after opening the window", f"{sent:,} sent in {dispatch_s:.0f} s", ""),
+        ("(c) dispatch rate", f"{sent / dispatch_s:,.0f} msg/s", ""),
+        ("(c) still pending/sending at the end", f"{open_count(final):,}", ""),
+        ("(c) load at the end", dispatch_load, ""),
+        ("VmRSS idle (before the mailout)", mib(idle_rss), ""),
+        ("VmRSS / VmHWM right after activation", f"{mib(activated_rss)} / {mib(activated_hwm)}", ""),
+        ("VmRSS max sampled during dispatch", mib(dispatch_max_rss), ""),
+        ("VmRSS / VmHWM at the end", f"{mib(end_rss)} / {mib(end_hwm)}", f"≤ {RSS_TARGET_MB} MB"),
+    ]
+
+
+async def main(args: argparse.Namespace) -> None:
+    info = machine()
+    rows: list[tuple[str, str, str]] = []
+    async with aiohttp.ClientSession() as session:
+        if args.skip != "a":
+            rows += await part_a(args, session, info)
+        if args.skip != "bc":
+            rows += await part_bc(args, session, info)
+    print_table("machine", [(key, value, "") for key, value in info.items()])
+    title = f"dispatch on PostgreSQL, MAILER_SEND_CONCURRENCY={args.concurrency}"
+    print_table(title, rows)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))
