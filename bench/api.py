@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ from bench.common import (
     note,
     pg_version,
     print_table,
+    start_py_spy,
     start_service,
 )
 from bench.stats_seed import seed_mailout
@@ -51,6 +53,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--messages", type=int, default=1_000_000, help="messages of the stats mailout")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients for the GET phases")
     parser.add_argument("--duration-s", type=float, default=10.0, help="measured time of each GET phase")
+    parser.add_argument(
+        "--py-spy", type=Path, default=None, help="record the service in each phase to FILE.<phase>"
+    )
+    parser.add_argument(
+        "--single-client-s", type=float, default=5.0, help="measured time of the 1-client stats phase"
+    )
     parser.add_argument("--warmup-s", type=float, default=1.0, help="unmeasured lead-in of each GET phase")
     return parser.parse_args()
 
@@ -58,6 +66,14 @@ def parse_args() -> argparse.Namespace:
 async def main(args: argparse.Namespace) -> None:
     info = machine()
     rows: list[tuple[str, str, str]] = []
+
+    spies: list[subprocess.Popen[bytes]] = []
+
+    def spy(pid: int, phase: str, duration_s: float) -> None:
+        if args.py_spy is not None:
+            out = args.py_spy.with_name(f"{args.py_spy.name}.{phase}")
+            spies.append(start_py_spy(pid, out, int(duration_s) + 1))
+
     connector = aiohttp.TCPConnector(limit=args.clients, limit_per_host=0)
     async with (
         BenchDatabase(args.pg_url, f"mailer_bench_api_{os.getpid()}") as bench_db,
@@ -73,6 +89,7 @@ async def main(args: argparse.Namespace) -> None:
             body = customer_lines(args.customers, zones=ZONES)
             note(f"import: {args.customers:,} customers, {len(body) / 1e6:.1f} MB of NDJSON")
             load_before = load()
+            spy(service.pid, "import", 15)
             started = time.perf_counter()
             result = await import_customers(session, service.base_url, headers, body)
             elapsed_s = time.perf_counter() - started
@@ -91,6 +108,7 @@ async def main(args: argparse.Namespace) -> None:
                 low, high = (await conn.execute(text("SELECT min(id), max(id) FROM customers"))).one()
             note(f"GET /api/customers/{{id}}: {args.clients} clients, {args.duration_s:g} s")
             load_before = load()
+            spy(service.pid, "customers", args.duration_s)
             customers = await closed_loop(
                 session,
                 lambda rng: f"{service.base_url}/api/customers/{rng.randint(low, high)}",
@@ -126,6 +144,7 @@ async def main(args: argparse.Namespace) -> None:
             rows.append(("stats: seeding by SQL", f"{args.messages:,} messages in {seed_s:.1f} s", ""))
             note(f"GET /api/mailouts/{mailout_id}/stats: {args.clients} clients, {args.duration_s:g} s")
             load_before = load()
+            spy(service.pid, "stats", args.duration_s)
             stats_result = await closed_loop(
                 session,
                 lambda _: stats_url,
@@ -138,8 +157,16 @@ async def main(args: argparse.Namespace) -> None:
                 f"GET /api/mailouts/{{id}}/stats ({args.messages:,} messages)", f"≤ {STATS_P99_TARGET_MS} ms"
             )
             rows.append(("stats: load before / after", f"{load_before} / {load()}", ""))
+            # One client: the time of one request without queueing behind 31 others.
+            single = await closed_loop(
+                session, lambda _: stats_url, headers, 1, args.single_client_s, args.warmup_s
+            )
+            rows += single.row("GET /api/mailouts/{id}/stats, 1 client", "")
+            rows.append(("stats, 1 client: load after", load(), ""))
         finally:
             await service.stop()
+            for process in spies:
+                await asyncio.to_thread(process.wait)
 
     print_table(
         "machine",

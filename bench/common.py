@@ -10,6 +10,7 @@ import random
 import re
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -263,6 +264,19 @@ async def start_sandbox(token: str) -> Process:
     return Process("sandbox", proc, log_path, match.group(1))
 
 
+def start_py_spy(pid: int, out: Path, duration_s: int) -> subprocess.Popen[bytes]:
+    """py-spy recording `pid` for `duration_s` into `out` as collapsed stacks (pip install py-spy)."""
+    spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen(
+        [
+            *(str(spy), "record", "--pid", str(pid), "--duration", str(duration_s)),
+            *("--rate", "100", "--format", "raw", "--output", str(out), "--nonblocking"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 # --- the API ------------------------------------------------------------------------------------------------
 
 
@@ -406,6 +420,19 @@ class RssSampler:
     @property
     def hwm_kb(self) -> int:
         return max((hwm for _, _, hwm in self.samples), default=0)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of `pid` so far, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    # Fields 14 and 15 (utime, stime), counted from 1 with pid and comm, are 11 and 12 after the ")".
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 def mib(kib: int) -> str:

@@ -124,6 +124,7 @@ async def db_ctx(app: web.Application) -> AsyncIterator[None]:
         await migrate(settings.database_url)
         engine = create_engine(settings.database_url, settings.db_pool_size)
         app[keys.DB] = engine
+        app[keys.READ_DB] = engine.execution_options(isolation_level="AUTOCOMMIT")
 
         async def database_check() -> str | None:
             async with asyncio.timeout(DB_CHECK_TIMEOUT_S), engine.connect() as conn:

@@ -12,6 +12,8 @@ from mailer.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
 DB = web.AppKey("db", AsyncEngine)
+# The same pool in autocommit mode, for reads: no BEGIN/ROLLBACK round trips around a SELECT.
+READ_DB = web.AppKey("read_db", AsyncEngine)
 TOKENS = web.AppKey("tokens", TokenIssuer)
 ENGINE: web.AppKey[EnginePort] = web.AppKey("engine")
 HEALTH = web.AppKey("health", Health)

@@ -25,6 +25,7 @@ from typing import IO, Any
 
 import aiohttp
 import asyncpg
+import pytest
 
 from mailer.store.db import migrate_sync
 from tests.conftest import ADMIN_PASSWORD, IN_CI, JWT_SECRET, PG_ADMIN_URL
@@ -238,6 +239,14 @@ class Sandbox:
         result: dict[str, Any] = await _get_json(f"{self.url}/_control/stats")
         return result
 
+    async def set_faults(self, **changes: float) -> None:
+        """Change the injected faults (PUT /_control/faults)."""
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)) as session,
+            session.put(f"{self.url}/_control/faults", json=changes) as resp,
+        ):
+            assert resp.status == 200, await resp.text()
+
     async def accepted(self) -> int:
         return int((await self.stats())["accepted"])
 
@@ -269,7 +278,7 @@ class Service:
             return None
 
     async def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> float:
-        """Until /readyz says 200; fails at once, with the log, if the process exits. Returns seconds taken."""
+        """Until /readyz says 200 (fails at once, with the log, if the process exits); seconds taken."""
         started = time.monotonic()
 
         async def ready() -> bool:
@@ -304,7 +313,7 @@ class Service:
     async def create_mailout(self, text: str = "crash test") -> int:
         """A mailout for everyone, due now, ending far enough away never to cut anything."""
         now = datetime.now(UTC)
-        body = {
+        body: dict[str, Any] = {
             "start_at": (now - timedelta(seconds=1)).isoformat(),
             "end_at": (now + timedelta(hours=1)).isoformat(),
             "text": text,
@@ -349,9 +358,9 @@ def scratch_postgres(prefix: str) -> Iterator[str]:
         asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
     except (OSError, asyncpg.PostgresError) as exc:
         if IN_CI:
-            raise AssertionError(f"PostgreSQL is required and not reachable at {PG_ADMIN_URL}: {exc}") from exc
-        import pytest
-
+            raise AssertionError(
+                f"PostgreSQL is required and not reachable at {PG_ADMIN_URL}: {exc}"
+            ) from exc
         pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc}")
     url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     try:
@@ -365,16 +374,24 @@ def database_name(url: str) -> str:
     return url.rsplit("/", 1)[1]
 
 
-async def terminate_backends(database: str) -> int:
-    """Kill every session of one database but our own (what a PostgreSQL restart does to its clients)."""
+async def terminate_backends_for(database: str, duration_s: float, period_s: float = POLL_S) -> int:
+    """Kill every session of one database but our own, again and again for `duration_s`: what clients see
+    of a PostgreSQL restart (connections dropped, new ones dropped too until it is back). Returns the number
+    of sessions killed."""
     conn = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
+    killed = 0
     try:
-        killed = await conn.fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = $1 AND pid <> pg_backend_pid()",
-            database,
-        )
-        return int(killed)
+        deadline = time.monotonic() + duration_s
+        while time.monotonic() < deadline:
+            killed += int(
+                await conn.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    database,
+                )
+            )
+            await asyncio.sleep(period_s)  # the outage's rhythm, not synchronisation
+        return killed
     finally:
         await conn.close()
 

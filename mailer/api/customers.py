@@ -66,7 +66,7 @@ class CustomerCollectionView(ApiView):
             422: a query parameter is not valid
         """
         rows, next_after = await store.list_page(
-            self.db, limit=limit, after=after, tag=tag, operator_code=operator_code, phone=phone
+            self.read_db, limit=limit, after=after, tag=tag, operator_code=operator_code, phone=phone
         )
         page = CustomerPage(items=[Customer.model_validate(r) for r in rows], next_after=next_after)
         return json_model(page)
@@ -83,7 +83,7 @@ class CustomerItemView(ApiView):
             200: the customer
             404: no customer has this id
         """
-        return json_model(Customer.model_validate(await store.get(self.db, id)))
+        return json_model(Customer.model_validate(await store.get(self.read_db, id)))
 
     async def put(
         self, id: ResourceId, /, body: CustomerIn

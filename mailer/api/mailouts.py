@@ -60,7 +60,7 @@ class MailoutCollectionView(ApiView):
 
         Tags: mailouts
         """
-        page = await store.list_page(self.db, status, limit, after)
+        page = await store.list_page(self.read_db, status, limit, after)
         items = [MailoutOut.from_domain(m) for m in page.items]
         return json_model(MailoutPage(items=items, next_after=page.next_after))
 
@@ -88,7 +88,7 @@ class MailoutView(ApiView):
 
         Tags: mailouts
         """
-        return json_model(MailoutOut.from_domain(await store.get(self.db, id)))
+        return json_model(MailoutOut.from_domain(await store.get(self.read_db, id)))
 
     async def put(
         self, id: ResourceId, /, body: MailoutCreate
@@ -216,7 +216,7 @@ class MailoutStatsListView(ApiView):
 
         Tags: mailouts, statistics
         """
-        page = await stats_store.list_page(self.db, status, limit, after)
+        page = await stats_store.list_page(self.read_db, status, limit, after)
         items = [
             MailoutStatsItem(
                 id=c.mailout.id,
@@ -244,7 +244,7 @@ class MailoutStatsView(ApiView):
 
         Tags: mailouts, statistics
         """
-        data = await stats_store.for_mailout(self.db, id)
+        data = await stats_store.for_mailout(self.read_db, id)
         errors = ErrorsByKind(**{kind.value: count for kind, count in data.errors_by_kind.items()})
         body = MailoutStats(
             mailout=MailoutOut.from_domain(data.counts.mailout),

@@ -37,7 +37,7 @@ class MailoutMessagesView(ApiView):
 
         Tags: messages
         """
-        page = await store.list_page(self.db, id, status, limit, after)
+        page = await store.list_page(self.read_db, id, status, limit, after)
         items = [MessageOut.model_validate(dict(row)) for row in page.items]
         return json_model(MessagePage(items=items, next_after=page.next_after))
 
@@ -71,7 +71,7 @@ class MessageView(ApiView):
 
         Tags: messages
         """
-        found = await store.get_with_attempts(self.db, id)
+        found = await store.get_with_attempts(self.read_db, id)
         log = [AttemptOut.model_validate(dict(row)) for row in found.attempts]
         return json_model(MessageDetail.model_validate({**found.message, "attempts_log": log}))
 

@@ -39,6 +39,11 @@ class ApiView(PydanticView):
         return self.app[keys.DB]
 
     @property
+    def read_db(self) -> AsyncEngine:
+        """For handlers that only read: the same pool without transaction round trips."""
+        return self.app[keys.READ_DB]
+
+    @property
     def settings(self) -> Settings:
         return self.app[keys.SETTINGS]
 

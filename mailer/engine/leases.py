@@ -2,7 +2,7 @@
 
 A claimed message carries `lease_until`; when it passes, lease recovery (in any process) returns the message
 to `pending` and it is sent again. That is right after a crash and wrong while the claiming process is alive
-and merely slow: a request with a long timeout, a queue waiting for a slow provider, a recorder waiting for the
+and merely slow: a request with a long timeout, a queue behind a slow provider, a recorder waiting for the
 database. So every `lease_s / RENEWALS_PER_LEASE` this actor pushes the leases of everything the sender pool
 holds (queued, in flight, awaiting its write) one lease further, in one UPDATE per round. A process that dies
 stops renewing, and its messages come back within one lease.
@@ -16,7 +16,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import structlog
-from sqlalchemy.exc import DBAPIError
+
+from mailer.store.outage import is_disconnect
 
 log = structlog.get_logger(__name__)
 
@@ -49,12 +50,14 @@ class LeaseKeeper:
         self._clock = clock
 
     async def run(self) -> None:
-        """Renew until cancelled; database errors are logged and the next round tries again."""
+        """Renew until cancelled; while the database is away, each round logs and the next tries again."""
         while True:
             await asyncio.sleep(self._interval_s)
             try:
                 await self.renew_once()
-            except (DBAPIError, OSError) as exc:
+            except Exception as exc:
+                if not is_disconnect(exc):
+                    raise
                 # Not a crash: the database is away (/readyz says so). Escalating supervisor backoff would
                 # delay the renewal that matters most, the first one after it comes back.
                 log.warning("lease renewal failed; retrying next round", error=f"{type(exc).__name__}: {exc}")

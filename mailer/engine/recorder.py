@@ -10,6 +10,7 @@ import structlog
 
 from mailer.observability import metrics
 from mailer.store.dispatch import MessageOutcome
+from mailer.store.outage import while_unreachable
 
 log = structlog.get_logger(__name__)
 
@@ -20,6 +21,9 @@ RECORD_BATCH_MAX = 500
 RECORD_LINGER_S = 0.005
 # Outcomes waiting for the database; a full queue makes senders wait (the overflow rule: block, never drop).
 RECORD_QUEUE_SIZE = 4 * RECORD_BATCH_MAX
+# How long a batch waits for an unreachable database before its outcomes are given up (their messages then
+# come back by lease recovery): a PostgreSQL restart takes seconds; a shutdown must not wait much longer.
+RECORD_OUTAGE_MAX_S = 30.0
 
 WriteBatch = Callable[[Sequence[MessageOutcome], datetime], Awaitable[None]]
 OnWritten = Callable[[Sequence[MessageOutcome]], None]
@@ -99,7 +103,11 @@ class Recorder:
     async def _write_batch(self, batch: list[MessageOutcome]) -> list[MessageOutcome]:
         """Write the batch; returns the outcomes that were written."""
         try:
-            await self._write(batch, self._clock())
+            # While the database is away (a restart, dropped connections) the outcomes wait here rather
+            # than being dropped: a dropped `sent` would be sent again once its lease ran out.
+            await while_unreachable(
+                lambda: self._write(batch, self._clock()), RECORD_OUTAGE_MAX_S, "record outcomes"
+            )
             return batch
         except Exception:
             log.exception("recording a batch failed; writing its outcomes one by one", size=len(batch))

@@ -397,7 +397,7 @@ class DispatchStore:
     # --- the recorder --------------------------------------------------------------------------------------
 
     async def record(self, outcomes: Sequence[MessageOutcome], now: datetime) -> None:
-        """Write a batch of outcomes: one executemany UPDATE for the messages, one INSERT for the attempts.
+        """Write a batch of outcomes: one UPDATE for the messages (executemany on SQLite), one attempts INSERT.
 
         Only rows still in `sending` change: a message cancelled or recovered meanwhile keeps its new state.
         """
@@ -430,8 +430,19 @@ class DispatchStore:
             if o.attempt is not None
         ]
         async with self._engine.begin() as conn:
-            await conn.execute(_RECORD_STATEMENT, message_params)
+            if conn.dialect.name == "postgresql":
+                # One set-based statement: the counter triggers fire once per batch instead of once per row,
+                # and rows are locked in id order, so two processes' batches cannot deadlock on them.
+                ordered = sorted(message_params, key=_message_id)
+                await conn.execute(
+                    _PG_RECORD_STATEMENT,
+                    {name: [p[key] for p in ordered] for name, key in _PG_RECORD_ARRAYS.items()}
+                    | {"now": now},
+                )
+            else:
+                await conn.execute(_RECORD_STATEMENT, message_params)
             if attempt_params:
+                # An executemany INSERT is sent as multi-row VALUES by SQLAlchemy ("insertmanyvalues").
                 await conn.execute(message_attempts.insert(), attempt_params)
 
     # --- leases --------------------------------------------------------------------------------------------
@@ -492,20 +503,60 @@ class DispatchStore:
     async def renew_leases(self, ids: Sequence[int], until: datetime) -> int:
         """Push `lease_until` to `until` for those of `ids` still in `sending`; how many were renewed.
 
-        Rows that left `sending` meanwhile (recorded, cancelled, recovered) are left alone.
+        Rows that left `sending` meanwhile (recorded, cancelled, recovered) are left alone, and so (on
+        PostgreSQL) are rows locked right now: a lock means the recorder is writing the row's outcome, which
+        clears the lease anyway, and waiting for it while holding other rows' locks would deadlock with it.
         """
         renewed = 0
         async with self._engine.begin() as conn:
             for start in range(0, len(ids), RENEW_CHUNK):
                 chunk = list(ids[start : start + RENEW_CHUNK])
+                held = select(messages.c.id).where(
+                    messages.c.id.in_(chunk), messages.c.status == MessageStatus.SENDING
+                )
+                if self.is_postgres:
+                    held = held.with_for_update(skip_locked=True)
                 result = await conn.execute(
                     update(messages)
-                    .where(messages.c.id.in_(chunk), messages.c.status == MessageStatus.SENDING)
+                    .where(messages.c.id.in_(held.scalar_subquery()))
                     .values(lease_until=until)
                 )
                 renewed += max(result.rowcount, 0)
         return renewed
 
+
+# The PostgreSQL statement's array parameters and the executemany parameter each is built from.
+_PG_RECORD_ARRAYS = {
+    "ids": "b_id",
+    "statuses": "b_status",
+    "incs": "b_inc",
+    "nexts": "b_next",
+    "sents": "b_sent",
+    "errors": "b_error",
+}
+
+
+def _message_id(params: dict[str, Any]) -> int:
+    return int(params["b_id"])
+
+
+_PG_RECORD_STATEMENT = text(
+    """
+    UPDATE messages AS m SET
+        status = v.status,
+        attempts = m.attempts + v.inc,
+        next_attempt_at = v.next_at,
+        sent_at = COALESCE(v.sent_at, m.sent_at),
+        last_error = COALESCE(v.error, m.last_error),
+        lease_until = NULL,
+        updated_at = :now
+    FROM unnest(
+        CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:incs AS integer[]),
+        CAST(:nexts AS timestamptz[]), CAST(:sents AS timestamptz[]), CAST(:errors AS text[])
+    ) AS v(id, status, inc, next_at, sent_at, error)
+    WHERE m.id = v.id AND m.status = 'sending'
+    """
+)
 
 _RECORD_STATEMENT = (
     update(messages)
