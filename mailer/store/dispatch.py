@@ -397,7 +397,7 @@ class DispatchStore:
     # --- the recorder --------------------------------------------------------------------------------------
 
     async def record(self, outcomes: Sequence[MessageOutcome], now: datetime) -> None:
-        """Write a batch of outcomes: one UPDATE for the messages (executemany on SQLite), one attempts INSERT.
+        """Write a batch of outcomes: one UPDATE of messages (executemany on SQLite), one INSERT of attempts.
 
         Only rows still in `sending` change: a message cancelled or recovered meanwhile keeps its new state.
         """
