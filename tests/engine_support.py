@@ -3,9 +3,6 @@ customers and mailouts made through the API, and `eventually` for polling with a
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,7 +21,6 @@ from mailer.store.tables import message_attempts, messages
 from tests.conftest import ADMIN_PASSWORD, AiohttpClient, Api
 
 SANDBOX_TOKEN = "sandbox-token"
-POLL_S = 0.02
 
 # Small delays so that retries, breakers and probes happen within a test's lifetime.
 FAST_ENGINE: dict[str, Any] = {
@@ -44,20 +40,6 @@ def now() -> datetime:
 
 def iso(at: datetime) -> str:
     return at.isoformat()
-
-
-async def eventually[T](
-    probe: Callable[[], Awaitable[T | None]], timeout_s: float = 10.0, what: str = "condition"
-) -> T:
-    """Poll `probe` until it returns something truthy; fail with its last value after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout_s} s; last value: {value!r}")
-        await asyncio.sleep(POLL_S)
 
 
 @dataclass

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,6 +29,7 @@ import pytest
 
 from mailer.store.db import migrate_sync
 from tests.conftest import ADMIN_PASSWORD, IN_CI, JWT_SECRET, PG_ADMIN_URL
+from tests.polling import eventually
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The interpreter running the tests is the project's venv: children use the same one.
@@ -69,20 +70,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-async def eventually[T](
-    probe: Callable[[], Awaitable[T | None]], timeout_s: float, what: str, poll_s: float = POLL_S
-) -> T:
-    """Poll `probe` until it returns something truthy; fail with its last value after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout_s} s; last value: {value!r}")
-        await asyncio.sleep(poll_s)
 
 
 # --- processes -------------------------------------------------------------------------------------------

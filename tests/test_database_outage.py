@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.polling import eventually
 from tests.process_support import (
     POLL_S,
     Processes,
     Service,
     database_name,
     delivery,
-    eventually,
     finished,
     processes,
     scratch_postgres,

@@ -11,7 +11,8 @@ import pytest
 from mailer.provider.sandbox import SandboxFaults
 from mailer.settings import Settings
 from tests.conftest import AiohttpClient
-from tests.engine_support import FAST_ENGINE, Sandbox, Service, eventually, start_sandbox, start_service
+from tests.engine_support import FAST_ENGINE, Sandbox, Service, start_sandbox, start_service
+from tests.polling import eventually
 
 AUDIENCE = 60
 CONCURRENCY = 4

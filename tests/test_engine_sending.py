@@ -14,7 +14,8 @@ from mailer.settings import Settings
 from mailer.store.db import create_engine
 from mailer.store.tables import messages
 from tests.conftest import AiohttpClient
-from tests.engine_support import FAST_ENGINE, Sandbox, Service, eventually, now, start_sandbox, start_service
+from tests.engine_support import FAST_ENGINE, Sandbox, Service, now, start_sandbox, start_service
+from tests.polling import eventually
 
 
 @pytest.fixture

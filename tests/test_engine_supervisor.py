@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from mailer.engine.supervisor import Supervisor
-from tests.engine_support import eventually
+from tests.polling import eventually
 
 
 class FlakyActor:

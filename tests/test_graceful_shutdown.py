@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.polling import eventually
 from tests.process_support import (
     BASE_SERVICE_ENV,
     Processes,
     delivery,
-    eventually,
     finished,
     processes,
 )

@@ -12,8 +12,9 @@ from typing import Any
 
 from mailer.settings import Settings
 from tests.conftest import ADMIN_PASSWORD, JWT_SECRET, AiohttpClient
-from tests.engine_support import FAST_ENGINE, SANDBOX_TOKEN, Service, eventually, start_sandbox, start_service
+from tests.engine_support import FAST_ENGINE, SANDBOX_TOKEN, Service, start_sandbox, start_service
 from tests.log_support import CapturedLogs, captured_logs
+from tests.polling import eventually
 
 CUSTOMERS = 3
 # The journey of one message, as event names; other lines may come in between.

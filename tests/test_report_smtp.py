@@ -27,7 +27,7 @@ from mailer.report.runs import ReportRuns, RunStatus
 from mailer.report.scheduler import DailyReportActor, ReportSchedule
 from mailer.settings import Settings
 from mailer.store.db import create_engine
-from tests.engine_support import eventually
+from tests.polling import eventually
 from tests.report_support import (
     EXPECTED_ERRORS,
     EXPECTED_STATUS,

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.polling import eventually
 from tests.process_support import (
     BASE_SERVICE_ENV,
     Processes,
     Sandbox,
     delivery,
-    eventually,
     finished,
     merge_counts,
     processes,
