@@ -42,6 +42,9 @@ class Recorder:
         self._submitted = 0
         self._written = 0
         self._progress = asyncio.Condition()
+        # Callers blocked in `flush`: while there are any, a batch is written as soon as the queue is empty
+        # (no linger), and the outcomes that arrive during that write form the next batch (group commit).
+        self._waiting = 0
 
     async def submit(self, outcome: MessageOutcome) -> None:
         self._submitted += 1
@@ -50,8 +53,12 @@ class Recorder:
     async def flush(self) -> None:
         """Wait until every outcome submitted before this call has been written (or given up on)."""
         target = self._submitted
-        async with self._progress:
-            await self._progress.wait_for(lambda: self._written >= target)
+        self._waiting += 1
+        try:
+            async with self._progress:
+                await self._progress.wait_for(lambda: self._written >= target)
+        finally:
+            self._waiting -= 1
 
     @property
     def backlog(self) -> int:
@@ -65,6 +72,8 @@ class Recorder:
             deadline = loop.time() + RECORD_LINGER_S
             while len(batch) < RECORD_BATCH_MAX:
                 if self._queue.empty():
+                    if self._waiting:
+                        break
                     remaining_s = deadline - loop.time()
                     if remaining_s <= 0:
                         break
