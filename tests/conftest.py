@@ -7,8 +7,9 @@ import os
 import shutil
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import pytest
@@ -22,6 +23,9 @@ from mailer.settings import Settings
 from mailer.store.db import create_engine, migrate_sync
 from mailer.store.tables import metadata
 
+if TYPE_CHECKING:
+    from tests.process_support import Processes
+
 PG_ADMIN_URL = os.environ.get("MAILER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 ADMIN_PASSWORD = "correct horse battery staple"
@@ -30,7 +34,8 @@ JWT_SECRET = "test-secret-that-is-long-enough-for-hs256"
 AiohttpClient = Callable[[web.Application], Awaitable[TestClient[Any, Any]]]
 
 
-async def _pg_admin(sql: str) -> None:
+async def pg_admin(sql: str) -> None:
+    """Run one statement on the PostgreSQL server's admin database (CREATE/DROP DATABASE)."""
     conn = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
     try:
         await conn.execute(sql)
@@ -38,20 +43,33 @@ async def _pg_admin(sql: str) -> None:
         await conn.close()
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database for this test run, dropped at the end."""
-    name = f"mailer_test_{uuid.uuid4().hex[:10]}"
+@contextmanager
+def scratch_postgres(prefix: str, *, migrate: bool = True) -> Iterator[str]:
+    """A fresh PostgreSQL database (migrated unless told otherwise), dropped with its sessions afterwards.
+
+    Without PostgreSQL the test is skipped, except in CI, where that is a failure.
+    """
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     try:
-        asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+        asyncio.run(pg_admin(f'CREATE DATABASE "{name}"'))
     except (OSError, asyncpg.PostgresError) as exc:
         if IN_CI:
             pytest.fail(f"PostgreSQL is required in CI and is not reachable at {PG_ADMIN_URL}: {exc}")
         pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc}")
     url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    migrate_sync(url)
-    yield url
-    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    try:
+        if migrate:
+            migrate_sync(url)
+        yield url
+    finally:
+        asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test run, dropped at the end."""
+    with scratch_postgres("mailer_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -162,3 +180,13 @@ class Api:
 @pytest.fixture
 async def api(client: TestClient[Any, Any], token: str) -> Api:
     return Api(client, token)
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Processes]:
+    """Service and sandbox processes for one test, all stopped (by pid) at its end."""
+    # Imported here: process_support imports this module.
+    from tests.process_support import processes
+
+    with processes(tmp_path) as group:
+        yield group

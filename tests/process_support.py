@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,10 +24,8 @@ from typing import IO, Any
 
 import aiohttp
 import asyncpg
-import pytest
 
-from mailer.store.db import migrate_sync
-from tests.conftest import ADMIN_PASSWORD, IN_CI, JWT_SECRET, PG_ADMIN_URL
+from tests.conftest import ADMIN_PASSWORD, JWT_SECRET, PG_ADMIN_URL
 from tests.polling import eventually
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -323,38 +320,6 @@ class Service:
 
 
 # --- PostgreSQL scratch databases ------------------------------------------------------------------------
-
-
-async def _pg_admin(sql: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@contextmanager
-def scratch_postgres(prefix: str) -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database for one test module, dropped (with its sessions) afterwards.
-
-    Migrated here rather than by the services: several processes starting at once on an empty database
-    would race to create the schema.
-    """
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    try:
-        asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError) as exc:
-        if IN_CI:
-            raise AssertionError(
-                f"PostgreSQL is required and not reachable at {PG_ADMIN_URL}: {exc}"
-            ) from exc
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc}")
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        migrate_sync(url)
-        yield url
-    finally:
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def database_name(url: str) -> str:

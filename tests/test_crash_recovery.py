@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import scratch_postgres
 from tests.polling import eventually
 from tests.process_support import (
     BASE_SERVICE_ENV,
     Processes,
     delivery,
     finished,
-    processes,
-    scratch_postgres,
 )
 
 TOTAL = 20_000
@@ -41,12 +40,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'crash.db'}"
     url: str = request.getfixturevalue("pg_database")
     return url
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    with processes(tmp_path) as group:
-        yield group
 
 
 @pytest.mark.timeout(240)

@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from tests.conftest import scratch_postgres
 from tests.polling import eventually
 from tests.process_support import (
     POLL_S,
@@ -20,8 +20,6 @@ from tests.process_support import (
     database_name,
     delivery,
     finished,
-    processes,
-    scratch_postgres,
     terminate_backends_for,
 )
 
@@ -40,12 +38,6 @@ RESUMED_SENDS = 200
 def pg_database() -> Iterator[str]:
     with scratch_postgres("mailer_outage") as url:
         yield url
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    with processes(tmp_path) as group:
-        yield group
 
 
 async def _watch_readiness(service: Service, seen: set[int | None], stop: asyncio.Event) -> None:

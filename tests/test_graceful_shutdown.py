@@ -5,7 +5,6 @@ everything that was left, and the cut requests (which the provider never took) a
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,6 @@ from tests.process_support import (
     Processes,
     delivery,
     finished,
-    processes,
 )
 
 TOTAL = 8_000
@@ -27,12 +25,6 @@ GRACE_S = 2.0
 EXIT_SLACK_S = 3.0
 SANDBOX_LATENCY_MS = 5.0
 DELIVERY_TIMEOUT_S = 120.0
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    with processes(tmp_path) as group:
-        yield group
 
 
 @pytest.mark.timeout(240)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from tests.conftest import scratch_postgres
 from tests.polling import eventually
 from tests.process_support import (
     BASE_SERVICE_ENV,
@@ -24,8 +24,6 @@ from tests.process_support import (
     delivery,
     finished,
     merge_counts,
-    processes,
-    scratch_postgres,
 )
 
 TOTAL = 20_000
@@ -45,12 +43,6 @@ DELIVERY_TIMEOUT_S = 120.0
 def pg_database() -> Iterator[str]:
     with scratch_postgres("mailer_scale") as url:
         yield url
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    with processes(tmp_path) as group:
-        yield group
 
 
 async def _accepted(sandboxes: list[Sandbox]) -> list[int]:

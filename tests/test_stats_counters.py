@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from alembic import command
 from alembic.config import Config
@@ -19,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mailer.domain.statuses import MessageStatus, Outcome
 from mailer.store.db import MIGRATIONS_DIR, async_url, create_engine
-from tests.conftest import PG_ADMIN_URL
+from tests.conftest import pg_admin
 
 STATUSES = [s.value for s in MessageStatus]
 OUTCOMES = [o.value for o in Outcome]
@@ -321,17 +320,9 @@ def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         return
     pg_url: str = request.getfixturevalue("pg_url")  # skips the test where PostgreSQL is absent
     name = pg_url.rsplit("/", 1)[1] + "_migrate"
-    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(pg_admin(f'CREATE DATABASE "{name}"'))
     yield pg_url.rsplit("/", 1)[0] + f"/{name}"
-    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-async def _pg_admin(sql: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
+    asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def test_the_migration_backfills_existing_rows_and_downgrades(empty_db_url: str) -> None:

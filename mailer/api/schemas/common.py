@@ -22,10 +22,6 @@ def _rfc3339_text(value: Any) -> Any:
     return value
 
 
-def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
-
-
 def format_utc(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -56,10 +52,6 @@ class Problem(BaseModel):
     status: int = Field(examples=[422])
     detail: str = Field(examples=["the request is not valid"])
     errors: list[FieldProblem] = Field(default_factory=list)
-
-
-def utc(value: datetime) -> datetime:
-    return _to_utc(value)
 
 
 # Ids are int64 in the database; anything larger can name nothing and must not reach the driver.
