@@ -80,12 +80,13 @@ def _alembic_config(url: str) -> Config:
     return config
 
 
-def migrate_sync(url: str) -> None:
-    """Bring the schema to the newest revision (alembic runs its own event loop, so call it off-loop)."""
+def migrate_sync(url: str, revision: str = "head") -> None:
+    """Bring the schema to `revision`, the newest by default (alembic runs its own event loop, so call it
+    off-loop)."""
     path = sqlite_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    command.upgrade(_alembic_config(url), "head")
+    command.upgrade(_alembic_config(url), revision)
 
 
 async def migrate(url: str) -> None:

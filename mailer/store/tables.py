@@ -43,6 +43,8 @@ customers = Table(
     # Activation selects the audience by operator code and tag.
     Index(None, "operator_code", "tag"),
     Index(None, "tag"),
+    # Ids are never reused (migration 0005): a deleted record's id must not point at a new one.
+    sqlite_autoincrement=True,
 )
 
 mailouts = Table(
@@ -64,6 +66,8 @@ mailouts = Table(
     Column("finished_at", UTCDateTime, nullable=True),
     # The scheduler looks for what is due by status and time.
     Index(None, "status", "start_at"),
+    # Ids are never reused (migration 0005): a deleted record's id must not point at a new one.
+    sqlite_autoincrement=True,
 )
 
 messages = Table(
@@ -89,6 +93,8 @@ messages = Table(
     # 0004: without `id`, a million messages sharing one due time were sorted for every claim).
     Index(None, "mailout_id", "status", "next_attempt_at", "id"),
     Index(None, "customer_id"),
+    # Ids are never reused (migration 0005): a deleted record's id must not point at a new one.
+    sqlite_autoincrement=True,
 )
 
 message_attempts = Table(
@@ -105,6 +111,8 @@ message_attempts = Table(
     Column("error", Text, nullable=True),
     Index(None, "message_id"),
     Index(None, "mailout_id", "outcome"),
+    # Ids are never reused (migration 0005): a deleted record's id must not point at a new one.
+    sqlite_autoincrement=True,
 )
 
 # One row per daily report: inserting it (ON CONFLICT DO NOTHING) and then taking its lease with a conditional
