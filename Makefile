@@ -7,7 +7,7 @@ PYTHON ?= $(shell for p in python3.12 python3.13 python3.14 python3 python; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
 	&& { echo $$p; break; }; done)
 
-.PHONY: install run test test-fast lint format bench clean
+.PHONY: install run test test-fast lint format bench dist clean
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ format: install
 bench: install
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/dispatch.py
+
+# One self-contained file that runs with only Python 3.12: python3.12 dist/mailer.pyz serve
+dist: install
+	sh deploy/dist.sh $(BIN) dist/mailer.pyz
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -322,16 +322,31 @@ class LatencyResult:
     latencies_s: list[float] = field(default_factory=list)
     errors: int = 0
     elapsed_s: float = 0.0
+    # Every request answered, warm-up included, and the service's CPU seconds over the same time (when the
+    # caller passed its pid): their quotient is the CPU per request.
+    answered: int = 0
+    service_cpu_s: float | None = None
 
-    def row(self, name: str, target: str) -> list[tuple[str, str, str]]:
+    def row(self, name: str, target: str, rate_target: str = "") -> list[tuple[str, str, str]]:
         values = sorted(self.latencies_s)
         rate = len(values) / self.elapsed_s if self.elapsed_s else math.nan
         return [
             (f"{name}: requests (errors)", f"{len(values):,} ({self.errors})", ""),
-            (f"{name}: throughput", f"{rate:,.0f} req/s", ""),
+            (f"{name}: throughput", f"{rate:,.0f} req/s", rate_target),
             (f"{name}: p50", f"{percentile(values, 50) * 1000:.1f} ms", ""),
             (f"{name}: p99", f"{percentile(values, 99) * 1000:.1f} ms", target),
             (f"{name}: max", f"{(values[-1] if values else math.nan) * 1000:.1f} ms", ""),
+            *(
+                [
+                    (
+                        f"{name}: service CPU per request",
+                        f"{self.service_cpu_s / self.answered * 1000:.3f} ms",
+                        "",
+                    )
+                ]
+                if self.service_cpu_s is not None and self.answered
+                else []
+            ),
         ]
 
 
@@ -342,9 +357,12 @@ async def closed_loop(
     clients: int,
     duration_s: float,
     warmup_s: float,
+    service_pid: int | None = None,
 ) -> LatencyResult:
-    """`clients` workers send GET after GET for `duration_s`; requests started in the warm-up don't count."""
+    """`clients` workers send GET after GET for `duration_s`; requests started in the warm-up don't count
+    toward the latencies (they do toward the CPU per request, measured over the whole loop)."""
     result = LatencyResult()
+    cpu_before = cpu_seconds(service_pid) if service_pid is not None else None
     started = time.perf_counter()
     measure_from = started + warmup_s
     stop_at = measure_from + duration_s
@@ -355,6 +373,7 @@ async def closed_loop(
             async with session.get(url_of(rng), headers=headers) as response:
                 await response.read()
                 ok = response.status == 200
+            result.answered += 1
             if t0 >= measure_from:
                 if ok:
                     result.latencies_s.append(time.perf_counter() - t0)
@@ -363,6 +382,8 @@ async def closed_loop(
 
     await asyncio.gather(*(worker(i) for i in range(clients)))
     result.elapsed_s = time.perf_counter() - measure_from
+    if service_pid is not None and cpu_before is not None:
+        result.service_cpu_s = cpu_seconds(service_pid) - cpu_before
     return result
 
 

@@ -12,16 +12,18 @@ from aiohttp import web
 from sqlalchemy import text
 
 from mailer import keys
-from mailer.api import auth, problems, system
-from mailer.api.engine_port import IdleEngine
-from mailer.api.tokens import TokenIssuer
-from mailer.domain.ratelimit import SlidingWindowLimiter
+from mailer.admin.app import create_admin_app
+from mailer.api import auth, idempotency, problems, system
+from mailer.domain.ratelimit import LoginThrottle, SlidingWindowLimiter, UsernameBackoff
 from mailer.observability import logging as log_setup
+from mailer.observability import metrics
 from mailer.observability.db_metrics import watch_pool
 from mailer.observability.health import Health
-from mailer.observability.middleware import observability_middleware
+from mailer.observability.middleware import observability_middleware, security_headers
+from mailer.operations.ports import IdleEngine
 from mailer.settings import Settings, generate_secret
 from mailer.store.db import create_engine, migrate, sqlite_lock_for
+from mailer.tokens import TokenIssuer
 
 log = structlog.get_logger(__name__)
 
@@ -34,12 +36,19 @@ def create_app(settings: Settings, *, with_engine: bool = True) -> web.Applicati
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         # Observability first: it sees every request's final status and binds the request id for the rest.
-        middlewares=[observability_middleware, problems.problem_middleware, auth.auth_middleware],
+        middlewares=[
+            observability_middleware,
+            problems.problem_middleware,
+            auth.auth_middleware,
+            # After auth: keys belong to the token's user.
+            idempotency.idempotency_middleware(),
+        ],
     )
     app[keys.SETTINGS] = settings
     app[keys.HEALTH] = Health()
     app[keys.TOKENS] = _token_issuer(settings)
     app[keys.ENGINE] = IdleEngine()
+    app.on_response_prepare.append(security_headers)
 
     app.cleanup_ctx.append(db_ctx)
     if with_engine:
@@ -47,31 +56,41 @@ def create_app(settings: Settings, *, with_engine: bool = True) -> web.Applicati
 
         app.cleanup_ctx.append(engine_ctx)
     if settings.report_enabled:
-        from mailer.report.scheduler import report_ctx
+        from mailer.report.actor import report_ctx
 
         app.cleanup_ctx.append(report_ctx)
 
     system.add_routes(app.router)
     app.router.add_post("/auth/token", auth.token_handler)
     _add_api_routes(app)
+    app.add_subapp("/admin/", create_admin_app(settings))
     _add_sandbox(app, settings)
     return app
 
 
 def _add_api_routes(app: web.Application) -> None:
-    from mailer.api import customers, docs, imports, mailouts, messages
+    from mailer.api import audience, customers, docs, imports, mailouts, messages, search
 
     customers.add_routes(app.router)
     imports.add_routes(app.router)
     mailouts.add_routes(app.router)
     messages.add_routes(app.router)
+    audience.add_routes(app.router)
+    search.add_routes(app.router)
     docs.add_routes(app)
 
 
 def _add_sandbox(app: web.Application, settings: Settings) -> None:
+    metrics.PROVIDER_SANDBOX.set(1 if settings.provider_url is None else 0)
     if settings.provider_url is not None:
         return
-    from mailer.provider.sandbox import SandboxFaults, create_sandbox_app
+    # Impossible to miss: with no MAILER_PROVIDER_URL nothing reaches a phone, however well it "sends".
+    log.warning(
+        "the built-in sandbox is the provider: messages are accepted and delivered nowhere; "
+        "set MAILER_PROVIDER_URL to the real provider"
+    )
+    from sandbox.app import create_sandbox_app
+    from sandbox.faults import SandboxFaults
 
     faults = SandboxFaults(
         latency_ms=settings.sandbox_latency_ms,
@@ -81,7 +100,11 @@ def _add_sandbox(app: web.Application, settings: Settings) -> None:
         hang_rate=settings.sandbox_hang_rate,
     )
     token = settings.sandbox_token or settings.provider_token
-    app.add_subapp("/sandbox/v1", create_sandbox_app(faults, token.get_secret_value() if token else None))
+    # Its control routes show every phone and text sent: inside the service they need the admin's token.
+    sandbox = create_sandbox_app(
+        faults, token.get_secret_value() if token else None, control_guard=auth.require_token
+    )
+    app.add_subapp("/sandbox/v1", sandbox)
 
 
 def _token_issuer(settings: Settings) -> TokenIssuer:
@@ -98,7 +121,10 @@ def _token_issuer(settings: Settings) -> TokenIssuer:
     else:
         password = settings.admin_password.get_secret_value()
     if settings.jwt_secret is None:
-        log.warning("MAILER_JWT_SECRET is unset: tokens are signed with a random per-process secret")
+        log.warning(
+            "MAILER_JWT_SECRET is unset: tokens are signed with a random per-process secret and will not "
+            "survive a restart (nor work on another process); set it to keep them valid"
+        )
         secret = generate_secret()
         log_setup.register_secret(secret)
     else:
@@ -108,8 +134,10 @@ def _token_issuer(settings: Settings) -> TokenIssuer:
         username=settings.admin_username,
         password=password,
         lifetime_s=settings.token_lifetime_s,
-        login_limiter=SlidingWindowLimiter(
-            settings.login_attempts_per_minute, auth.LOGIN_PERIOD_S, time.monotonic
+        login_throttle=LoginThrottle(
+            SlidingWindowLimiter(settings.login_attempts_per_minute, auth.LOGIN_PERIOD_S, time.monotonic),
+            UsernameBackoff(time.monotonic),
+            time.monotonic,
         ),
     )
 
@@ -122,22 +150,22 @@ async def db_ctx(app: web.Application) -> AsyncIterator[None]:
         lock.acquire()
     try:
         await migrate(settings.database_url)
-        engine = create_engine(settings.database_url, settings.db_pool_size)
-        app[keys.DB] = engine
-        app[keys.READ_DB] = engine.execution_options(isolation_level="AUTOCOMMIT")
+        db = create_engine(settings.database_url, settings.db_pool_size)
+        app[keys.DB] = db
+        app[keys.READ_DB] = db.execution_options(isolation_level="AUTOCOMMIT")
 
         async def database_check() -> str | None:
-            async with asyncio.timeout(DB_CHECK_TIMEOUT_S), engine.connect() as conn:
+            async with asyncio.timeout(DB_CHECK_TIMEOUT_S), db.connect() as conn:
                 await conn.execute(text("SELECT 1"))
             return None
 
         app[keys.HEALTH].add_check("database", database_check)
-        unwatch_pool = watch_pool(engine)
+        unwatch_pool = watch_pool(db)
         try:
             yield
         finally:
             unwatch_pool()
-            await engine.dispose()
+            await db.dispose()
     finally:
         if lock is not None:
             lock.release()

@@ -5,10 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from mailer.api.engine_port import EnginePort
-from mailer.api.tokens import TokenIssuer
 from mailer.observability.health import Health
+from mailer.operations.ports import EnginePort
 from mailer.settings import Settings
+from mailer.tokens import TokenIssuer
 
 SETTINGS = web.AppKey("settings", Settings)
 DB = web.AppKey("db", AsyncEngine)

@@ -15,9 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mailer import keys
 from mailer.app import create_app
 from mailer.engine.engine import Engine
-from mailer.provider.sandbox import SANDBOX_STATE, SandboxFaults, SandboxState, create_sandbox_app
 from mailer.settings import Settings
 from mailer.store.tables import message_attempts, messages
+from sandbox.app import create_sandbox_app
+from sandbox.faults import SandboxFaults
+from sandbox.state import SANDBOX_STATE, SandboxState
 from tests.conftest import ADMIN_PASSWORD, AiohttpClient, Api
 
 SANDBOX_TOKEN = "sandbox-token"

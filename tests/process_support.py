@@ -61,6 +61,22 @@ BASE_SERVICE_ENV: dict[str, str] = {
 }
 
 
+def run_python(
+    args: list[str], env: dict[str, str], timeout_s: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run this interpreter with `args` in the repository, with `env` and no MAILER_* variable of ours."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    return subprocess.run(
+        [PYTHON, *args],
+        cwd=REPO_ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
 def free_port() -> int:
     """A port nothing listens on right now (the kernel's choice, released at once for the child to take)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -1,6 +1,7 @@
 """kill -9 a service process a quarter into a 20,000-message mailout, start it again on the same database:
-every message is delivered, the sandbox sees at most `send_concurrency` duplicates, and the statistics
-say exactly what the sandbox accepted. On PostgreSQL and on SQLite (where a second process is refused)."""
+every message is delivered, the sandbox sees at most 2 x `send_concurrency` duplicates (what was in flight
+plus what was sent but not yet recorded), and the statistics say exactly what the sandbox accepted. On
+PostgreSQL and on SQLite (where a second process is refused)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from tests.process_support import (
 TOTAL = 20_000
 KILL_AFTER = TOTAL // 4
 CONCURRENCY = int(BASE_SERVICE_ENV["MAILER_SEND_CONCURRENCY"])
+# The bound of docs/reliability.md: requests in flight plus outcomes not yet written, one of each per worker.
+DUPLICATES_MAX = 2 * CONCURRENCY
 # A few milliseconds per request: the mailout lasts seconds, long enough to kill it a quarter of the way.
 SANDBOX_LATENCY_MS = 5.0
 # Generous: a loaded CI machine with two cores runs this next to the rest of the suite.
@@ -77,7 +80,7 @@ async def test_kill_9_mid_mailout_then_restart_delivers_everything(
         f"duplicates {result.duplicates}, resumed {resume_s:.1f} s after the kill"
     )
     assert result.unique == TOTAL
-    assert result.duplicates <= CONCURRENCY
+    assert result.duplicates <= DUPLICATES_MAX
     # Exactly-once accounting: one `sent` per message the provider took, whatever it took twice.
     assert result.stats_sent == result.unique
     assert result.by_status["sent"] == TOTAL

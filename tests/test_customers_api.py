@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailer.domain.statuses import MailoutStatus, MessageStatus
 from mailer.store.tables import customers, mailouts, messages
@@ -92,7 +93,8 @@ async def test_unicode_tag_is_stored_exactly(api: Api) -> None:
         ({"phone": "89001234567"}, ["body", "phone"]),
         ({"phone": 89001234567}, ["body", "phone"]),
         ({"phone": True}, ["body", "phone"]),
-        ({"phone": 79001234567.0}, ["body", "phone"]),
+        # 79001234567.0 is an integer to JSON Schema, so it is accepted; a fraction is not.
+        ({"phone": 79001234567.5}, ["body", "phone"]),
         ({"phone": 10**30}, ["body", "phone"]),
         ({"phone": ""}, ["body", "phone"]),
         ({"phone": None}, ["body", "phone"]),
@@ -358,43 +360,28 @@ async def test_patch_to_a_taken_phone_is_409(api: Api) -> None:
 # --- delete ---------------------------------------------------------------------------------------
 
 
+async def insert_running_mailout(conn: AsyncConnection, text: str, now: datetime) -> int:
+    """A mailout the engine would have started, written directly."""
+    values = {
+        "start_at": now,
+        "end_at": now + timedelta(hours=1),
+        "text": text,
+        "operator_codes": [],
+        "tags": [],
+        "status": MailoutStatus.RUNNING,
+        "created_at": now,
+        "updated_at": now,
+    }
+    return int((await conn.execute(insert(mailouts).values(values).returning(mailouts.c.id))).scalar_one())
+
+
 async def test_delete_cancels_pending_messages_and_keeps_history(api: Api) -> None:
     created = await create(api)
     keeper = await create(api, phone="79009999999")
     now = datetime.now(UTC)
     async with api.db.begin() as conn:
-        mailout_id = (
-            await conn.execute(
-                insert(mailouts)
-                .values(
-                    start_at=now,
-                    end_at=now + timedelta(hours=1),
-                    text="hi",
-                    operator_codes=[],
-                    tags=[],
-                    status=MailoutStatus.RUNNING,
-                    created_at=now,
-                    updated_at=now,
-                )
-                .returning(mailouts.c.id)
-            )
-        ).scalar_one()
-        second_mailout = (
-            await conn.execute(
-                insert(mailouts)
-                .values(
-                    start_at=now,
-                    end_at=now + timedelta(hours=1),
-                    text="bye",
-                    operator_codes=[],
-                    tags=[],
-                    status=MailoutStatus.RUNNING,
-                    created_at=now,
-                    updated_at=now,
-                )
-                .returning(mailouts.c.id)
-            )
-        ).scalar_one()
+        mailout_id = await insert_running_mailout(conn, "hi", now)
+        second_mailout = await insert_running_mailout(conn, "bye", now)
         rows = [
             (mailout_id, created["id"], MessageStatus.SENT),
             (second_mailout, created["id"], MessageStatus.PENDING),

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, select, update
 
+from mailer.domain.sending import AttemptRow, MessageOutcome
 from mailer.domain.statuses import MailoutStatus, MessageStatus
 from mailer.domain.windows import SendWindow, next_open_by_zone
 from mailer.store.db import create_engine
-from mailer.store.dispatch import AttemptRow, DispatchStore, MessageOutcome
+from mailer.store.dispatch import DispatchStore
 from mailer.store.tables import customers, mailouts, message_attempts, messages
 
 NOW = datetime(2030, 1, 15, 12, 0, tzinfo=UTC)
@@ -240,7 +241,14 @@ async def test_a_window_change_reschedules_pending_messages_by_zone(store: Dispa
     mailout_id = await add_mailout(store)
     await activated(store, mailout_id)
     window = SendWindow(time(22), time(6))
-    assert await store.reschedule_pending(mailout_id, window, NOW) == len(ZONES)
+    ids = [row.id for row in await rows_of(store, mailout_id)]
+    # In chunks of two ids: each call moves the next two, and says where it stopped.
+    after, moved = 0, 0
+    while (done := await store.reschedule_chunk(mailout_id, window, NOW, after, 2)) is not None:
+        assert done[1] <= 2
+        after, moved = done[0], moved + done[1]
+    assert after == max(ids)
+    assert moved == len(ZONES)
     expected = next_open_by_zone(NOW, window, ZONES)
     for row in await rows_of(store, mailout_id):
         assert row.next_attempt_at == expected[row.timezone]

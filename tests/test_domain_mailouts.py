@@ -54,14 +54,13 @@ def test_changed_fields() -> None:
     assert m.changed_fields(SPEC, moved) == frozenset()
 
 
-@pytest.mark.parametrize("field", sorted(ALL_FIELDS))
-def test_scheduled_may_change_anything(field: str) -> None:
-    m.check_change(S.SCHEDULED, frozenset({field}))
+def test_scheduled_may_change_anything() -> None:
+    assert m.refused_changes(S.SCHEDULED, ALL_FIELDS) == frozenset()
 
 
 @pytest.mark.parametrize("status", [S.RUNNING, S.PAUSED])
 def test_active_may_change_only_what_is_ahead(status: MailoutStatus) -> None:
-    m.check_change(status, frozenset({m.TEXT, m.END_AT, m.SEND_WINDOW}))
+    assert m.refused_changes(status, ALL_FIELDS) == {m.FILTER, m.START_AT}
     for field in (m.FILTER, m.START_AT):
         with pytest.raises(ConflictError, match=field):
             m.check_change(status, frozenset({field, m.TEXT}))
@@ -69,7 +68,7 @@ def test_active_may_change_only_what_is_ahead(status: MailoutStatus) -> None:
 
 @pytest.mark.parametrize("status", [S.FINISHED, S.CANCELLED])
 def test_final_may_change_nothing(status: MailoutStatus) -> None:
-    m.check_change(status, frozenset())
+    assert m.refused_changes(status, ALL_FIELDS) == ALL_FIELDS
     for field in ALL_FIELDS:
         with pytest.raises(ConflictError):
             m.check_change(status, frozenset({field}))

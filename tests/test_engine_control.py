@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from mailer.provider.sandbox import SandboxFaults
 from mailer.settings import Settings
+from sandbox.faults import SandboxFaults
 from tests.conftest import AiohttpClient
 from tests.engine_support import FAST_ENGINE, Sandbox, Service, start_sandbox, start_service
 from tests.polling import eventually

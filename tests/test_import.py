@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections.abc import AsyncIterator, Callable
@@ -11,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 
-from mailer.api.imports import BATCH_ROWS, MAX_LINE_BYTES, MAX_LISTED_ERRORS
+from mailer.api.imports import BATCH_ROWS, MAX_LINE_BYTES, MAX_LISTED_ERRORS, paced
 from mailer.app import create_app
 from mailer.settings import Settings
 from mailer.store.tables import customers
@@ -222,6 +223,55 @@ async def test_error_list_is_capped(api: Api) -> None:
     assert result["errors"][-1]["line"] == MAX_LISTED_ERRORS
 
 
+async def test_many_bad_csv_lines_are_all_counted_and_the_first_listed(api: Api) -> None:
+    """The shape of the import that froze the process (issue 13.3), at a test's size: every bad line is
+    counted, only MAX_LISTED_ERRORS are described, and the good lines around them are written."""
+    bad = 3 * MAX_LISTED_ERRORS
+    body = b"phone,tag\n" + b"x,\n" * bad + b"79001111111,kept\n" + b"1,2,3\n" * 10
+    result = await run_import(api, body, CSV)
+    assert (result["failed"], result["created"], result["lines"]) == (bad + 10, 1, bad + 11)
+    assert len(result["errors"]) == MAX_LISTED_ERRORS
+    assert result["errors_truncated"] is True
+    # Line numbers count the header: the first data line is line 2.
+    assert [e["line"] for e in result["errors"][:2]] == [2, 3]
+    assert (await stored(api))["79001111111"]["tag"] == "kept"
+
+
+async def test_paced_cuts_chunks_and_keeps_every_byte() -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"a" * 10_000
+        yield b""
+        yield b"b" * 3
+
+    sliced = [s async for s in paced(chunks(), slice_bytes=4096, slice_s=0.0)]
+    assert [len(s) for s in sliced] == [4096, 4096, 1808, 3]
+    assert b"".join(sliced) == b"a" * 10_000 + b"b" * 3
+
+
+async def test_paced_gives_the_loop_a_turn_while_parsing() -> None:
+    """With a slice time of zero every slice is preceded by a loop turn: another task runs in between."""
+    turns = 0
+    stop = asyncio.Event()
+
+    async def other_task() -> None:
+        nonlocal turns
+        while not stop.is_set():
+            turns += 1
+            await asyncio.sleep(0)
+
+    async def buffered() -> AsyncIterator[bytes]:
+        yield b"x" * (64 * 1024)  # already there: reading it never waits
+
+    task = asyncio.create_task(other_task())
+    slices = 0
+    async for _ in paced(buffered(), slice_bytes=1024, slice_s=0.0):
+        slices += 1
+    stop.set()
+    await task
+    assert slices == 64
+    assert turns >= slices
+
+
 @pytest.mark.parametrize(
     "content_type", ["application/json", "text/plain", "multipart/form-data", "text/csv; charset=latin-1"]
 )
@@ -280,7 +330,7 @@ async def test_chunked_body_over_the_limit_is_413(small_api: Api) -> None:
 async def test_chunked_body_cut_at_the_limit_keeps_written_batches(
     small_api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("mailer.api.imports.BATCH_ROWS", 5)
+    monkeypatch.setattr("mailer.operations.imports.BATCH_ROWS", 5)
 
     async def chunks() -> AsyncIterator[bytes]:
         for i in range(60):

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailer import keys
@@ -21,6 +21,7 @@ from mailer.domain.statuses import MailoutStatus, MessageStatus, Outcome
 from mailer.settings import Settings
 from mailer.store.tables import customers, mailouts, message_attempts, messages
 from tests.conftest import ADMIN_PASSWORD, AiohttpClient, Api
+from tests.recording_engine import RecordingEngine
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 START = NOW + timedelta(days=1)
@@ -61,6 +62,12 @@ async def set_status(
 _phones = iter(range(70000000000, 79999999999))
 
 
+async def insert_row(db: AsyncEngine, table: Table, values: dict[str, Any]) -> int:
+    """A row the engine (or another test's setup) would have made, written directly; its id."""
+    async with db.begin() as conn:
+        return int((await conn.execute(insert(table).values(values).returning(table.c.id))).scalar_one())
+
+
 async def insert_customer(db: AsyncEngine, *, timezone: str = "UTC", tag: str | None = None) -> int:
     phone = str(next(_phones))
     values = {
@@ -71,10 +78,7 @@ async def insert_customer(db: AsyncEngine, *, timezone: str = "UTC", tag: str | 
         "created_at": NOW,
         "updated_at": NOW,
     }
-    async with db.begin() as conn:
-        return int(
-            (await conn.execute(insert(customers).values(values).returning(customers.c.id))).scalar_one()
-        )
+    return await insert_row(db, customers, values)
 
 
 async def insert_message(
@@ -100,10 +104,7 @@ async def insert_message(
         "created_at": NOW,
         "updated_at": NOW,
     }
-    async with db.begin() as conn:
-        return int(
-            (await conn.execute(insert(messages).values(values).returning(messages.c.id))).scalar_one()
-        )
+    return await insert_row(db, messages, values)
 
 
 async def insert_attempt(
@@ -132,23 +133,6 @@ async def insert_attempt(
 async def count_rows(db: AsyncEngine, table: Any, *where: Any) -> int:
     async with db.connect() as conn:
         return int(await conn.scalar(select(func.count()).select_from(table).where(*where)) or 0)
-
-
-class RecordingEngine:
-    """An EnginePort that remembers what the API asked of it."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, int]] = []
-
-    def mailout_changed(self, mailout_id: int) -> None:
-        self.calls.append(("changed", mailout_id))
-
-    async def stop_mailout(self, mailout_id: int) -> None:
-        self.calls.append(("stop", mailout_id))
-
-    def take(self) -> list[tuple[str, int]]:
-        calls, self.calls = self.calls, []
-        return calls
 
 
 @pytest.fixture
@@ -209,9 +193,13 @@ async def test_create_defaults(api: Api) -> None:
     body = await create_mailout(api)
     assert body["filter"] == {"operator_codes": [], "tags": []}
     assert body["send_window"] is None
-    body = await create_mailout(api, filter=None, send_window={})
+    body = await create_mailout(api, filter=None, send_window=None)
     assert body["filter"] == {"operator_codes": [], "tags": []}
     assert body["send_window"] is None
+    # An empty window is not "no window": a client sending it would silently get any time of day.
+    resp = await api.post("/api/mailouts/", json=mailout_body(send_window={}))
+    assert resp.status == 422
+    assert (await resp.json())["errors"][0]["loc"] == ["body", "send_window"]
 
 
 async def test_a_mailout_that_already_ended_is_accepted(api: Api) -> None:
@@ -396,7 +384,8 @@ async def test_patch_changes_only_given_fields(recorded: tuple[Api, RecordingEng
         await api.patch(path, json={"filter": {}, "send_window": {"start": "20:00", "end": "08:00"}})
     ).json()
     assert body["send_window"] == {"start": "20:00", "end": "08:00"}
-    body = await (await api.patch(path, json={"send_window": {}})).json()
+    assert (await api.patch(path, json={"send_window": {}})).status == 422
+    body = await (await api.patch(path, json={"send_window": None})).json()
     assert body["send_window"] is None
     assert engine.take() == [("changed", created["id"])] * 5
 

@@ -13,10 +13,10 @@ from mailer.domain.statuses import MailoutStatus, MessageStatus, Outcome
 from mailer.domain.windows import SendWindow, next_open
 from mailer.store.tables import customers, messages
 from tests.conftest import Api
+from tests.recording_engine import RecordingEngine
 from tests.test_mailouts_api import (
     NOW,
     START,
-    RecordingEngine,
     count_rows,
     create_mailout,
     insert_attempt,
@@ -92,7 +92,12 @@ async def test_a_final_mailout_takes_no_messages(
     recorded: tuple[Api, RecordingEngine], status: MailoutStatus
 ) -> None:
     api, engine = recorded
-    mailout_id = (await create_mailout(api))["id"]
+    # Its end has come (a finished mailout before its end is reopened instead: the test below).
+    mailout_id = (
+        await create_mailout(
+            api, start_at=iso(NOW - timedelta(hours=2)), end_at=iso(NOW - timedelta(hours=1))
+        )
+    )["id"]
     await set_status(api.db, mailout_id, status)
     customer_id = await insert_customer(api.db)
     engine.take()
@@ -100,6 +105,22 @@ async def test_a_final_mailout_takes_no_messages(
     assert resp.status == 409
     assert engine.calls == []
     assert await count_rows(api.db, messages) == 0
+
+
+async def test_a_mailout_finished_early_is_reopened_by_a_new_message(
+    recorded: tuple[Api, RecordingEngine],
+) -> None:
+    """Finished because every message was final, before its end: the new customer is meant to get it."""
+    api, engine = recorded
+    mailout_id = (await create_mailout(api))["id"]
+    await set_status(api.db, mailout_id, MailoutStatus.FINISHED)
+    customer_id = await insert_customer(api.db)
+    engine.take()
+    resp = await add(api, mailout_id, customer_id)
+    assert resp.status == 201, await resp.text()
+    assert engine.calls == [("changed", mailout_id)]
+    reread = await (await api.get(f"/api/mailouts/{mailout_id}")).json()
+    assert reread["status"] == "running"
 
 
 async def test_add_refusals(recorded: tuple[Api, RecordingEngine]) -> None:

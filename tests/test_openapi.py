@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,12 @@ from aiohttp_pydantic.view import is_pydantic_view
 from openapi_spec_validator import validate
 
 from mailer import __version__
-from mailer.api.openapi import BEARER_SCHEME, OAUTH2_SCHEME, build_openapi
+from mailer.api import idempotency
+from mailer.api.openapi.document import build_openapi
+from mailer.api.openapi.texts import ALIASES, BEARER_SCHEME, OAUTH2_SCHEME
 from mailer.api.problems import PROBLEM_CONTENT_TYPE
 from mailer.app import create_app
+from mailer.domain.customers import available_zones
 from mailer.settings import Settings
 from tests.conftest import ADMIN_PASSWORD, JWT_SECRET
 
@@ -49,6 +53,8 @@ def routed_methods(app: web.Application) -> dict[str, set[str]]:
     for resource in app.router.resources():
         if isinstance(resource, (web.StaticResource, web.PrefixedSubAppResource)):
             continue
+        if resource.canonical.endswith("/{path}"):
+            continue  # files served by mailer.assets
         for route in resource:
             if route.method == hdrs.METH_ANY:
                 handler: Any = route.handler
@@ -66,9 +72,9 @@ def has_example(op: Doc) -> bool:
     return any("example" in m or "examples" in m for m in media)
 
 
-def test_document_is_valid_openapi_3(doc: Doc) -> None:
+def test_document_is_valid_openapi_3_1(doc: Doc) -> None:
     validate(doc)
-    assert doc["openapi"].startswith("3.0.")
+    assert doc["openapi"] == "3.1.0"
     assert doc["info"]["title"] == "mailer"
     assert doc["info"]["version"] == __version__
     assert doc["info"]["description"]
@@ -176,8 +182,87 @@ def test_token_endpoint_documents_form_and_json_bodies(doc: Doc) -> None:
 def test_request_examples_come_from_the_models(doc: Doc) -> None:
     body = doc["paths"]["/api/customers/"]["post"]["requestBody"]["content"]["application/json"]
     assert "example" in body or "examples" in body
-    # pydantic's 2020-12 `examples` list is not an OpenAPI 3.0 schema keyword; it must have been rewritten.
-    assert '"examples": [' not in str(doc["components"]["schemas"]).replace("'", '"')
+
+
+def test_schemas_are_json_schema_as_pydantic_writes_them(doc: Doc) -> None:
+    text = json.dumps(doc)
+    # OpenAPI 3.0's dialect is gone: null is a type, examples are lists.
+    assert '"nullable"' not in text
+    message = doc["components"]["schemas"]["MessageOut"]["properties"]["sent_at"]
+    assert {"type": "null"} in message["anyOf"]
+    assert isinstance(doc["components"]["schemas"]["CustomerIn"]["examples"], list)
+
+
+def test_time_zones_are_the_enum_the_server_enforces(doc: Doc) -> None:
+    zone = doc["components"]["schemas"]["CustomerIn"]["properties"]["timezone"]
+    assert zone["enum"] == sorted(available_zones())
+    assert {"UTC", "Europe/Moscow", "Asia/Kathmandu"} <= set(zone["enum"])
+    assert "europe/moscow" not in zone["enum"]
+
+
+def test_patch_fields_that_refuse_null_are_not_nullable(doc: Doc) -> None:
+    mailout = doc["components"]["schemas"]["MailoutPatch"]["properties"]
+    for name in ("start_at", "end_at", "text"):
+        assert "anyOf" not in mailout[name], name
+        assert mailout[name]["type"] == "string", name
+    assert {"type": "null"} in mailout["send_window"]["anyOf"]
+    customer = doc["components"]["schemas"]["CustomerPatch"]["properties"]
+    for name in ("phone", "operator_code", "timezone"):
+        assert {"type": "null"} not in customer[name].get("anyOf", []), name
+        assert "default" not in customer[name], name
+    assert {"type": "null"} in customer["tag"]["anyOf"]
+
+
+def test_a_window_has_both_ends_and_datetimes_are_rfc3339_text(doc: Doc) -> None:
+    window = doc["components"]["schemas"]["SendWindowBody"]
+    assert set(window["required"]) == {"start", "end"}
+    start = doc["components"]["schemas"]["MailoutCreate"]["properties"]["start_at"]
+    assert start["type"] == "string"
+    assert start["format"] == "date-time"
+    assert re.fullmatch(start["pattern"].strip("^$"), "2026-12-01T09:00:00+03:00")
+    assert not re.fullmatch(start["pattern"].strip("^$"), "2026-12-01T09:00:00")
+
+
+def test_phone_query_is_a_phone(doc: Doc) -> None:
+    [phone] = [p for p in doc["paths"]["/api/customers/"]["get"]["parameters"] if p["name"] == "phone"]
+    assert phone["schema"]["pattern"] == "^7[0-9]{10}$"
+
+
+def test_aliases_are_deprecated_and_statistics_have_one_tag(doc: Doc) -> None:
+    for alias in ALIASES:
+        for _, op in ((m, o) for m, o in doc["paths"][alias].items() if m in METHODS):
+            assert op["deprecated"] is True, alias
+    for path, method, op in operations(doc):
+        if path in ALIASES:
+            continue
+        assert not op.get("deprecated"), f"{method} {path}"
+        if path.endswith("/stats"):
+            assert op["tags"] == ["statistics"], path
+        assert len(op["tags"]) == 1, path
+    assert [t["name"] for t in doc["tags"]].count("statistics") == 1
+
+
+def test_creates_document_the_idempotency_key(doc: Doc) -> None:
+    creates = {path for _, path in idempotency.ROUTES}
+    for path, method, op in operations(doc):
+        headers = [p for p in op.get("parameters", []) if p["in"] == "header"]
+        if method == "post" and path in creates:
+            [key] = headers
+            assert key["name"] == "Idempotency-Key"
+            assert key["schema"]["maxLength"] == 255
+            assert "409" in op["responses"]
+        else:
+            assert not headers, f"{method} {path}"
+
+
+def test_plain_handlers_have_generated_schemas(doc: Doc) -> None:
+    schemas = doc["components"]["schemas"]
+    for name in ("IndexOut", "HealthOut", "ReadyOut", "Token", "TokenForm", "TokenJson"):
+        assert schemas[name]["type"] == "object", name
+    index = doc["paths"]["/"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert index == {"$ref": "#/components/schemas/IndexOut"}
+    ready = doc["paths"]["/readyz"]["get"]["responses"]
+    assert ready["503"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ReadyOut"}
 
 
 async def test_openapi_json_is_served_and_built_once(
@@ -199,3 +284,15 @@ async def test_openapi_json_is_served_and_built_once(
     second = await client.get("/openapi.json")
     assert await second.json() == body
     assert len(calls) == 1
+
+
+def test_rules_the_schema_cannot_state_are_in_the_descriptions(doc: Doc) -> None:
+    for method, path in [
+        ("post", "/api/mailouts/"),
+        ("put", "/api/mailouts/{id}"),
+        ("patch", "/api/mailouts/{id}"),
+    ]:
+        description = doc["paths"][path][method]["description"]
+        assert "**Rules the schema cannot state.**" in description
+        assert "later than `start_at`" in description
+    assert "`phone` among them" in doc["paths"]["/api/customers/import"]["post"]["description"]

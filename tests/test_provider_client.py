@@ -16,7 +16,9 @@ from aiohttp.test_utils import TestServer
 from mailer.domain.statuses import Outcome
 from mailer.provider.classify import classify_response
 from mailer.provider.client import BODY_LIMIT_BYTES, ProviderClient, SendResult
-from mailer.provider.sandbox import SANDBOX_STATE, SandboxFaults, SandboxState, create_sandbox_app
+from sandbox.app import create_sandbox_app
+from sandbox.faults import SandboxFaults
+from sandbox.state import SANDBOX_STATE, SandboxState
 
 PHONE = "79001234567"
 TOKEN = "header.payload.signature-SECRET"

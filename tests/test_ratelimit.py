@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailer.domain.ratelimit import SlidingWindowLimiter, TokenBucket
+from mailer.domain.ratelimit import LoginThrottle, SlidingWindowLimiter, TokenBucket, UsernameBackoff
 
 
 class FakeClock:
@@ -160,3 +160,88 @@ def test_window_never_allows_more_than_limit_per_period(limit: int, steps: list[
             assert wait == pytest.approx(min(recent) + period - clock.now)
             assert 0 < wait <= period
         assert len(limiter) <= 6
+
+
+# --- username backoff and the login throttle ---
+
+
+def test_backoff_starts_after_the_free_failures_and_doubles_to_the_cap() -> None:
+    clock = FakeClock()
+    backoff = UsernameBackoff(clock, free_failures=3, base_s=1.0, cap_s=8.0, reset_s=100.0)
+    waits = []
+    for _ in range(8):
+        assert backoff.wait_s("admin") is None  # each failure below happens once the name is open again
+        backoff.failed("admin")
+        wait = backoff.wait_s("admin") or 0.0
+        waits.append(wait)
+        clock.now += wait
+    assert waits == [0.0, 0.0, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+
+
+def test_backoff_is_per_name_and_forgotten_on_success_or_after_a_quiet_spell() -> None:
+    clock = FakeClock()
+    backoff = UsernameBackoff(clock, free_failures=1, base_s=1.0, cap_s=4.0, reset_s=10.0)
+    backoff.failed("admin")
+    assert backoff.wait_s("admin") == pytest.approx(1.0)
+    assert backoff.wait_s("other") is None
+    backoff.succeeded("admin")
+    assert backoff.wait_s("admin") is None
+    backoff.failed("admin")
+    backoff.failed("admin")
+    clock.now += 11.0
+    backoff.failed("someone")  # evicts names whose last failure is older than reset_s
+    assert len(backoff) == 1
+    assert backoff.wait_s("admin") is None
+
+
+def test_backoff_memory_is_bounded_and_names_are_digests() -> None:
+    clock = FakeClock()
+    backoff = UsernameBackoff(clock, max_keys=3)
+    for i in range(10):
+        backoff.failed("u" * 100_000 + str(i))
+        clock.now += 0.001
+    assert len(backoff) == 3
+
+
+@settings(deadline=None, max_examples=200)
+@given(st.lists(st.tuples(st.floats(0, 120), st.booleans()), max_size=80))
+def test_backoff_never_waits_longer_than_the_cap(steps: list[tuple[float, bool]]) -> None:
+    clock = FakeClock()
+    backoff = UsernameBackoff(clock, free_failures=2, base_s=0.5, cap_s=30.0, reset_s=300.0)
+    for pause, ok in steps:
+        clock.now += pause
+        if backoff.wait_s("admin") is None:
+            if ok:
+                backoff.succeeded("admin")
+            else:
+                backoff.failed("admin")
+        wait = backoff.wait_s("admin")
+        assert wait is None or 0 < wait <= 30.0
+
+
+def test_the_throttle_lets_a_known_address_past_the_username_backoff() -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(
+        SlidingWindowLimiter(100, 60.0, clock),
+        UsernameBackoff(clock, free_failures=2, base_s=10.0, cap_s=60.0),
+        clock,
+        known_for_s=3600.0,
+    )
+    throttle.record("admin", "192.0.2.1", ok=True)
+    for address in ("203.0.113.1", "203.0.113.2"):
+        throttle.record("admin", address, ok=False)
+    assert throttle.username_wait_s("admin", "203.0.113.9") == pytest.approx(10.0)
+    assert throttle.username_wait_s("admin", "192.0.2.1") is None
+    clock.now += 3601.0  # a known address is known for a while, not for ever
+    for address in ("203.0.113.3", "203.0.113.4"):
+        throttle.record("admin", address, ok=False)
+    assert throttle.username_wait_s("admin", "192.0.2.1") == pytest.approx(10.0)
+
+
+def test_the_throttle_counts_attempts_per_address() -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(SlidingWindowLimiter(2, 60.0, clock), UsernameBackoff(clock), clock)
+    assert throttle.address_wait_s("a") is None
+    assert throttle.address_wait_s("a") is None
+    assert throttle.address_wait_s("a") == pytest.approx(60.0)
+    assert throttle.address_wait_s("b") is None

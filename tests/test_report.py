@@ -10,14 +10,18 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from aiohttp import web
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from mailer import keys
 from mailer.domain.statuses import MessageStatus, Outcome
+from mailer.observability.health import Health
+from mailer.report.actor import HEALTH_CHECK, DailyReportActor, report_ctx
 from mailer.report.content import DailyReport, build_email, render_html, render_text
 from mailer.report.queries import MailoutStats, active_mailouts
 from mailer.report.runs import RunStatus
-from mailer.report.scheduler import DailyReportActor, ReportSchedule, latest_slot, next_slot, slot_on
+from mailer.report.schedule import ReportSchedule, latest_slot, next_slot, slot_on
 from mailer.settings import Settings
 from mailer.store.db import create_engine
 from tests.log_support import captured_logs
@@ -301,3 +305,39 @@ async def test_the_run_loop_survives_a_broken_database(tmp_path: Any) -> None:
             await broken.dispose()
     assert send.sent == []
     assert len(logs.events("report.step_failed")) >= 2
+
+
+async def test_a_crashed_actor_is_restarted_and_stopped_with_the_app(
+    db: AsyncEngine, report_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = 0
+    restarted = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def run(self: DailyReportActor) -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            raise RuntimeError("a bug outside the step's own error handling")
+        restarted.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    monkeypatch.setattr(DailyReportActor, "run", run)
+    app = web.Application()
+    app[keys.DB] = db
+    app[keys.SETTINGS] = report_settings
+    app[keys.HEALTH] = Health()
+    lifetime = report_ctx(app)
+    await anext(lifetime)
+    try:
+        async with asyncio.timeout(10):
+            await restarted.wait()
+        assert await app[keys.HEALTH].report() == (True, {HEALTH_CHECK: "ok"})
+    finally:
+        assert await anext(lifetime, "stopped") == "stopped"
+    assert runs == 2
+    assert cancelled.is_set()

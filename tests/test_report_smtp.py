@@ -23,8 +23,9 @@ from mailer import keys
 from mailer.app import create_app
 from mailer.cli import main
 from mailer.observability.logging import configure_logging
+from mailer.report.actor import DailyReportActor
 from mailer.report.runs import ReportRuns, RunStatus
-from mailer.report.scheduler import DailyReportActor, ReportSchedule
+from mailer.report.schedule import ReportSchedule
 from mailer.settings import Settings
 from mailer.store.db import create_engine
 from tests.polling import eventually
@@ -141,7 +142,7 @@ async def test_credentials_are_used_and_never_logged(
         settings = report_settings(
             settings_factory, port, smtp_username=SMTP_USER, smtp_password=SMTP_PASSWORD, log_level="DEBUG"
         )
-        configure_logging(settings, stream=stream)
+        configure_logging(settings, stream=stream, cache_loggers=False)
         try:
             actor = DailyReportActor(db, settings, schedule=schedule_with_slot_at(UNTIL), clock=lambda: UNTIL)
             await actor.step(UNTIL)

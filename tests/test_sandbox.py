@@ -1,4 +1,4 @@
-"""Tests of mailer.provider.sandbox: the send API, the control API, faults, and the standalone server."""
+"""Tests of the sandbox package: the send API, the control API, faults, and the standalone server."""
 
 from __future__ import annotations
 
@@ -16,18 +16,18 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from mailer.provider.sandbox import (
-    SANDBOX_STATE,
-    SandboxFaults,
-    create_sandbox_app,
-    run_standalone,
-)
+from mailer.domain.customers import PHONE_INT_MAX, PHONE_INT_MIN
+from sandbox.app import create_sandbox_app
+from sandbox.control import control_token_guard
+from sandbox.faults import SandboxFaults
+from sandbox.standalone import run_standalone
+from sandbox.state import SANDBOX_STATE
+from tests.polling import eventually
 
 PHONE = 79001234567
 TOKEN = "sandbox-token"
 # Upper bound for anything that should take milliseconds, generous for a loaded CI machine.
 DEADLINE_S = 10.0
-POLL_INTERVAL_S = 0.02
 
 AiohttpClient = Callable[[web.Application], Awaitable[TestClient[Any, Any]]]
 
@@ -106,6 +106,30 @@ async def test_invalid_requests_are_rejected(aiohttp_client: AiohttpClient, path
     assert app[SANDBOX_STATE].counts == {}
 
 
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        (message(1, phone=PHONE_INT_MAX + 1), "phone"),
+        (message(1, phone=PHONE_INT_MIN - 1), "phone"),
+        (message(1, text=5), "text"),
+        (message(2), "id"),
+        ({"phone": PHONE, "text": "x"}, "id"),
+    ],
+)
+async def test_a_rejection_names_the_field(aiohttp_client: AiohttpClient, body: Any, named: str) -> None:
+    client = await aiohttp_client(create_sandbox_app())
+    response = await client.post("/send/1", json=body)
+    assert response.status == 400
+    assert (await response.json())["message"].startswith(named)
+
+
+async def test_the_phone_range_is_the_customers_one(aiohttp_client: AiohttpClient) -> None:
+    client = await aiohttp_client(create_sandbox_app())
+    for msg_id, phone in enumerate((PHONE_INT_MIN, PHONE_INT_MAX), start=1):
+        response = await client.post(f"/send/{msg_id}", json=message(msg_id, phone=phone))
+        assert response.status == 200
+
+
 async def test_non_json_body_is_rejected(aiohttp_client: AiohttpClient) -> None:
     client = await aiohttp_client(create_sandbox_app())
     response = await client.post("/send/1", data=b"{not json", headers={"Content-Type": "application/json"})
@@ -130,6 +154,44 @@ async def test_works_mounted_under_a_prefix(aiohttp_client: AiohttpClient) -> No
     assert response.status == 503
     stats = await (await client.get("/sandbox/v1/_control/stats")).json()
     assert stats["hung"] == 1
+
+
+async def test_a_control_guard_protects_only_the_control_api(aiohttp_client: AiohttpClient) -> None:
+    parent = web.Application()
+    parent.add_subapp("/sandbox/v1", create_sandbox_app(control_guard=control_token_guard("ctl")))
+    client = await aiohttp_client(parent)
+    assert (await client.post("/sandbox/v1/send/1", json=message(1))).status == 200
+    for method, path in (
+        ("GET", "/_control/received"),
+        ("PUT", "/_control/faults"),
+        ("POST", "/_control/reset"),
+    ):
+        response = await client.request(method, "/sandbox/v1" + path, json={})
+        assert response.status == 401, path
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+        wrong = await client.request(method, "/sandbox/v1" + path, headers={"Authorization": "Bearer nope"})
+        assert wrong.status == 401, path
+    response = await client.get("/sandbox/v1/_control/received", headers={"Authorization": "Bearer ctl"})
+    assert response.status == 200
+    assert [item["id"] for item in (await response.json())["items"]] == [1]
+
+
+async def test_standalone_control_token(capsys: pytest.CaptureFixture[str]) -> None:
+    port = unused_port()
+    base_url = f"http://127.0.0.1:{port}"
+    serving = asyncio.create_task(run_standalone("127.0.0.1", port, SandboxFaults(), None, "ctl"))
+    try:
+        async with aiohttp.ClientSession() as session:
+            await poll_until(session, base_url, 200)
+            async with session.get(f"{base_url}/_control/stats") as response:
+                assert response.status == 401
+            headers = {"Authorization": "Bearer ctl"}
+            async with session.get(f"{base_url}/_control/stats", headers=headers) as response:
+                assert response.status == 200
+    finally:
+        serving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await serving
 
 
 # --- counting and the control API ---------------------------------------------------------------------------
@@ -346,13 +408,13 @@ async def try_send(session: aiohttp.ClientSession, base_url: str, msg_id: int) -
 
 
 async def poll_until(session: aiohttp.ClientSession, base_url: str, wanted: int | None) -> None:
-    """Send until the answer is `wanted`, within DEADLINE_S."""
-    async with asyncio.timeout(DEADLINE_S):
-        # Another process's socket offers no event to wait on: polling, bounded by a deadline, is the way.
-        while True:
-            if await try_send(session, base_url, 1) == wanted:
-                return
-            await asyncio.sleep(POLL_INTERVAL_S)
+    """Send until the answer is `wanted` (None: refused), within DEADLINE_S."""
+
+    # A listening socket offers no event to wait on: polling, bounded by a deadline, is the way.
+    async def answered() -> bool:
+        return await try_send(session, base_url, 1) == wanted
+
+    await eventually(answered, DEADLINE_S, f"a send answered {wanted}")
 
 
 async def test_standalone_refuses_then_recovers(capsys: pytest.CaptureFixture[str]) -> None:
@@ -397,7 +459,7 @@ async def test_standalone_refuse_closes_keep_alive_connections() -> None:
 
 
 async def test_main_runs_until_a_signal() -> None:
-    code = "import sys; from mailer.provider.sandbox import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from sandbox.standalone import main; sys.exit(main(sys.argv[1:]))"
     for signum in (signal.SIGTERM, signal.SIGINT):
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -429,7 +491,7 @@ async def test_main_runs_until_a_signal() -> None:
 
 
 def test_main_rejects_bad_faults(capsys: pytest.CaptureFixture[str]) -> None:
-    from mailer.provider.sandbox import main
+    from sandbox.standalone import main
 
     with pytest.raises(SystemExit) as exited:
         main(["--error-rate", "2"])

@@ -1,7 +1,8 @@
 """Three service processes on one PostgreSQL database share a 20,000-message mailout; one is killed with
 SIGKILL mid-way. The mailout created through one process starts on all three (LISTEN/NOTIFY), each sends a
 share, the survivors take over the dead one's leased messages, and the result is the same as with one
-process: everything delivered, at most `send_concurrency` duplicates, statistics equal to what was accepted.
+process: everything delivered, at most 2 x `send_concurrency` duplicates, statistics equal to what was
+accepted.
 
 Each process talks to its own sandbox, so that the sandboxes' counters tell who sent what; duplicates are
 counted over the three sandboxes' per-id counts added together.
@@ -30,6 +31,8 @@ TOTAL = 20_000
 KILL_AFTER = TOTAL // 4
 PROCESSES = 3
 CONCURRENCY = int(BASE_SERVICE_ENV["MAILER_SEND_CONCURRENCY"])
+# The bound of docs/reliability.md: requests in flight plus outcomes not yet written, one of each per worker.
+DUPLICATES_MAX = 2 * CONCURRENCY
 SANDBOX_LATENCY_MS = 5.0
 # Every process must have done at least this share of the work before the kill (an even split is a third).
 MIN_SHARE = 0.05
@@ -95,7 +98,7 @@ async def test_three_processes_share_a_mailout_and_survive_losing_one(
     )
     assert all(share >= MIN_SHARE * sum(shares) for share in shares), shares
     assert result.unique == TOTAL
-    assert result.duplicates <= CONCURRENCY
+    assert result.duplicates <= DUPLICATES_MAX
     assert result.stats_sent == result.unique
     # Both survivors kept sending after the kill: no leader, no hand-over.
     after = await _accepted(sandboxes)

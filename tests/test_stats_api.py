@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from mailer.api.schemas.mailouts import ByStatus, ErrorsByKind
 from mailer.domain.statuses import MailoutStatus, MessageStatus, Outcome
+from mailer.schemas.mailouts import ByStatus, ErrorsByKind
 from tests.conftest import Api
 from tests.test_mailouts_api import NOW, create_mailout, insert_attempt, insert_message, set_status, z
 

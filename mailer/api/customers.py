@@ -3,28 +3,26 @@ delete)."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
-import structlog
 from aiohttp import web
 from aiohttp_pydantic.oas.typing import r200, r201, r204, r404, r409, r422
-from pydantic import AfterValidator, BeforeValidator, Field
 
-from mailer.api.schemas.common import DEFAULT_PAGE_SIZE, AfterId, PageLimit, Problem, ResourceId
-from mailer.api.schemas.customers import Customer, CustomerIn, CustomerPage, CustomerPatch
 from mailer.api.views import ApiView, json_model
-from mailer.domain.customers import TAG_MAX_CHARS, check_text, normalize_phone
-from mailer.domain.statuses import MessageStatus
-from mailer.observability import metrics
+from mailer.operations import customers as operations
+from mailer.schemas.common import DEFAULT_PAGE_SIZE, AfterId, PageLimit, Problem, ResourceId
+from mailer.schemas.customers import (
+    Customer,
+    CustomerIn,
+    CustomerPage,
+    CustomerPatch,
+    OperatorCodeQuery,
+    PhoneQuery,
+    TagQuery,
+)
 from mailer.store import customers as store
 
 COLLECTION_PATH = "/api/customers/"
 # [0-9]+ keeps /api/customers/import (registered by mailer.api.imports) out of the item route.
 ITEM_PATH = "/api/customers/{id:[0-9]+}"
-
-TagQuery = Annotated[str, Field(max_length=TAG_MAX_CHARS), AfterValidator(check_text)]
-OperatorCodeQuery = Annotated[str, Field(pattern=r"^[0-9]{3}$")]
-PhoneQuery = Annotated[str, BeforeValidator(normalize_phone)]
 
 
 class CustomerCollectionView(ApiView):
@@ -42,9 +40,7 @@ class CustomerCollectionView(ApiView):
             409: another customer has this phone
             422: a field is not valid (see `errors`)
         """
-        row = await store.create(self.db, body.to_fields())
-        # The id exists only now: the request's own log line carries it too.
-        structlog.contextvars.bind_contextvars(customer_id=row["id"])
+        row = await operations.create(self.db, body.to_fields())
         return json_model(Customer.model_validate(row), 201)
 
     async def get(
@@ -100,7 +96,7 @@ class CustomerItemView(ApiView):
             409: another customer has this phone
             422: a field is not valid
         """
-        row = await store.replace(self.db, id, body.to_fields())
+        row = await operations.replace(self.db, id, body.to_fields())
         return json_model(Customer.model_validate(row))
 
     async def patch(
@@ -119,7 +115,7 @@ class CustomerItemView(ApiView):
             409: another customer has this phone
             422: a field is not valid
         """
-        row = await store.patch(self.db, id, body.changes())
+        row = await operations.patch(self.db, id, body.changes())
         return json_model(Customer.model_validate(row))
 
     async def delete(self, id: ResourceId, /) -> r204 | r404[Problem]:
@@ -133,7 +129,7 @@ class CustomerItemView(ApiView):
             204: deleted
             404: no customer has this id
         """
-        metrics.message_transition(MessageStatus.CANCELLED, await store.delete_one(self.db, id))
+        await operations.delete(self.db, id)
         return web.Response(status=204)
 
 

@@ -1,19 +1,20 @@
 """/api/mailouts: create, read, list, change, delete; cancel, pause, resume; statistics.
 
-Every change wakes the engine (`mailout_changed`); cancel and delete first cut the sends in flight
-(`stop_mailout`), outside any transaction: that waits for the network, not for the database.
+The views parse and answer; what each change does (the store call, the engine's wake-up, the log line)
+is in `mailer.operations.mailouts`, shared with the admin UI.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-import structlog
 from aiohttp import web
 from aiohttp_pydantic.oas.typing import r200, r201, r204, r400, r404, r409, r422
 
-from mailer.api.schemas.common import DEFAULT_PAGE_SIZE, AfterId, PageLimit, Problem, ResourceId
-from mailer.api.schemas.mailouts import (
+from mailer.api.views import ApiView, json_model
+from mailer.domain import mailouts as domain
+from mailer.domain.statuses import MailoutStatus, MessageStatus
+from mailer.operations import mailouts as operations
+from mailer.schemas.common import DEFAULT_PAGE_SIZE, AfterId, PageLimit, Problem, ResourceId
+from mailer.schemas.mailouts import (
     ByStatus,
     ErrorsByKind,
     MailoutCreate,
@@ -24,23 +25,12 @@ from mailer.api.schemas.mailouts import (
     MailoutStatsItem,
     MailoutStatsPage,
 )
-from mailer.api.views import ApiView, json_model
-from mailer.domain import mailouts as domain
-from mailer.domain.errors import NotFoundError
-from mailer.domain.statuses import MailoutStatus, MessageStatus
-from mailer.observability import metrics
 from mailer.store import mailouts as store
 from mailer.store import stats as stats_store
-
-log = structlog.get_logger(__name__)
 
 COLLECTION = "/api/mailouts/"
 # Digits only, so that /api/mailouts/stats is never read as a mailout id.
 ITEM = r"/api/mailouts/{id:\d+}"
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def by_status(counts: dict[MessageStatus, int]) -> ByStatus:
@@ -73,10 +63,7 @@ class MailoutCollectionView(ApiView):
 
         Tags: mailouts
         """
-        mailout = await store.create(self.db, body.to_domain(), utc_now())
-        # The id exists only now: the request's own log line (and any after this) carries it too.
-        structlog.contextvars.bind_contextvars(mailout_id=mailout.id)
-        self.engine.mailout_changed(mailout.id)
+        mailout = await operations.create(self.db, self.engine, body.to_domain())
         return json_model(MailoutOut.from_domain(mailout), 201)
 
 
@@ -126,18 +113,11 @@ class MailoutView(ApiView):
 
         Tags: mailouts
         """
-        if not await store.exists(self.db, id):
-            raise NotFoundError(store.RESOURCE, id)
-        await self.engine.stop_mailout(id)
-        await store.delete_one(self.db, id)
-        # The scheduler may hold a timer for it; let it drop that.
-        self.engine.mailout_changed(id)
+        await operations.delete(self.db, self.engine, id)
         return web.Response(status=204)
 
     async def _change(self, mailout_id: int, edit: domain.SpecEdit) -> web.Response:
-        mailout, changed = await store.change(self.db, mailout_id, edit, utc_now())
-        if changed:
-            self.engine.mailout_changed(mailout_id)
+        mailout = await operations.change(self.db, self.engine, mailout_id, edit)
         return json_model(MailoutOut.from_domain(mailout))
 
 
@@ -153,14 +133,7 @@ class MailoutCancelView(ApiView):
 
         Tags: mailouts
         """
-        mailout, cancelled = await store.cancel(self.db, id, utc_now())
-        if cancelled is not None:
-            metrics.message_transition(MessageStatus.CANCELLED, cancelled)
-            log.info("mailout.cancelled", messages=cancelled)
-        # Also when it was cancelled already: a repeated cancel makes sure nothing is still in flight.
-        await self.engine.stop_mailout(id)
-        if cancelled is not None:
-            self.engine.mailout_changed(id)
+        mailout = await operations.cancel(self.db, self.engine, id)
         return json_model(MailoutOut.from_domain(mailout))
 
 
@@ -175,11 +148,7 @@ class MailoutPauseView(ApiView):
 
         Tags: mailouts
         """
-        mailout, changed = await store.transition(
-            self.db, id, lambda m: domain.pause_target(m.status), utc_now()
-        )
-        if changed:
-            self.engine.mailout_changed(id)
+        mailout = await operations.pause(self.db, self.engine, id)
         return json_model(MailoutOut.from_domain(mailout))
 
 
@@ -194,12 +163,7 @@ class MailoutResumeView(ApiView):
 
         Tags: mailouts
         """
-        mailout, changed = await store.transition(
-            self.db, id, lambda m: domain.resume_target(m.status, m.activated_at is not None), utc_now()
-        )
-        if changed:
-            log.info("mailout.resumed", status=mailout.status.value)
-            self.engine.mailout_changed(id)
+        mailout = await operations.resume(self.db, self.engine, id)
         return json_model(MailoutOut.from_domain(mailout))
 
 

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import structlog
 from aiohttp import web
 from aiohttp_pydantic.oas.typing import r200, r201, r400, r404, r409, r422
 
 from mailer.api.mailouts import ITEM as MAILOUT_ITEM
-from mailer.api.mailouts import utc_now
-from mailer.api.schemas.common import DEFAULT_PAGE_SIZE, AfterId, PageLimit, Problem, ResourceId
-from mailer.api.schemas.messages import AttemptOut, MessageCreate, MessageDetail, MessageOut, MessagePage
 from mailer.api.views import ApiView, json_model
 from mailer.domain.statuses import MessageStatus
-from mailer.observability import metrics
+from mailer.operations import mailouts as operations
+from mailer.schemas.common import DEFAULT_PAGE_SIZE, AfterId, PageLimit, Problem, ResourceId
+from mailer.schemas.messages import AttemptOut, MessageCreate, MessageDetail, MessageOut, MessagePage
 from mailer.store import messages as store
-
-log = structlog.get_logger(__name__)
 
 MESSAGE_ITEM = r"/api/messages/{id:\d+}"
 
@@ -47,16 +43,13 @@ class MailoutMessagesView(ApiView):
         """Add a customer to a mailout.
 
         Creates one `pending` message for the customer, due when its send window first opens after the
-        later of now and `start_at`. 404 for an unknown mailout or customer; 409 when the mailout is
-        finished or cancelled, or already has a message for that customer.
+        later of now and `start_at`. A mailout that finished early (every message final) and whose end
+        has not come is `running` again. 404 for an unknown mailout or customer; 409 when the mailout is
+        cancelled or past its end, or already has a message for that customer.
 
         Tags: messages
         """
-        row = await store.add(self.db, id, body.customer_id, utc_now())
-        # mailout_id is bound by the request middleware (the route has it).
-        log.info("message.created", message_id=row["id"], customer_id=body.customer_id)
-        metrics.message_transition(MessageStatus.PENDING)
-        self.engine.mailout_changed(id)
+        row = await operations.add_message(self.db, self.engine, id, body.customer_id)
         return json_model(MessageOut.model_validate(dict(row)), 201)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any
 
@@ -12,6 +12,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import ValidationError
+from sqlalchemy import exc as sa_exc
 
 from mailer.domain.errors import (
     AuthenticationError,
@@ -22,8 +23,19 @@ from mailer.domain.errors import (
     NotFoundError,
     RateLimitedError,
 )
+from mailer.observability.middleware import client_went_away
+from mailer.observability.truncate import clip
+from mailer.schemas.errors import field_errors
+from mailer.store.outage import is_disconnect
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+# What a client is told to wait while the database is away: the pool reconnects within about a second of the
+# database's return (store/outage.py), and a restart takes a few.
+DATABASE_RETRY_AFTER_S = 5
+# SQLite's words for "another writer holds the lock": the same statement succeeds once it is released.
+_SQLITE_BUSY = ("database is locked", "database is busy", "database table is locked")
+# PostgreSQL's SQLSTATE class 53, insufficient resources: too many connections, out of memory or disk.
+_INSUFFICIENT_RESOURCES = "53"
 log = structlog.get_logger(__name__)
 
 
@@ -44,16 +56,6 @@ def problem(
     return web.Response(
         status=status, text=json.dumps(body), content_type=PROBLEM_CONTENT_TYPE, headers=headers
     )
-
-
-def field_errors(exc: ValidationError, prefix: Sequence[str | int] = ()) -> list[FieldError]:
-    out = []
-    for err in exc.errors(include_url=False, include_input=False):
-        msg = err["msg"]
-        # pydantic prefixes custom validators' messages with "Value error, "; keep only the reason.
-        msg = msg.removeprefix("Value error, ")
-        out.append(FieldError(loc=(*prefix, *err["loc"]), msg=msg))
-    return out
 
 
 def from_domain(exc: DomainError) -> web.Response:
@@ -88,6 +90,29 @@ def from_http(exc: web.HTTPException) -> web.Response:
     return problem(exc.status, detail, headers=headers)
 
 
+def database_unavailable(exc: BaseException) -> bool:
+    """True when a retry can cure `exc`: the database is unreachable, restarting, busy or out of
+    connections."""
+    if is_disconnect(exc):
+        return True
+    if isinstance(exc, sa_exc.TimeoutError):  # no connection free in the pool within its timeout
+        return True
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+        # DB-API: "errors related to the database's operation and not necessarily under the control of the
+        # programmer"; on SQLite chiefly a lock held too long by another writer.
+        return True
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return False
+    if exc.statement is None:
+        # Raised while connecting, before any statement of ours: the server refused the session ("the
+        # database system is starting up", "not currently accepting connections", too many clients).
+        return True
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    if isinstance(code, str) and code.startswith(_INSUFFICIENT_RESOURCES):
+        return True
+    return any(words in str(exc) for words in _SQLITE_BUSY)
+
+
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -110,8 +135,22 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         # (not JSONDecodeError, which aiohttp-pydantic catches); that is the client's malformed body.
         if "integer string conversion" in str(exc):
             return problem(400, "a number in the body has too many digits")
-        log.exception("unhandled error", path=request.path, method=request.method)
+        log.exception("unhandled error", path=clip(request.path), method=request.method)
         return problem(500, "internal error; it has been logged")
-    except Exception:
-        log.exception("unhandled error", path=request.path, method=request.method)
+    except Exception as exc:
+        if client_went_away(request, exc):
+            raise  # nobody to answer; the observability middleware counts it as 499
+        if database_unavailable(exc):
+            log.warning(
+                "database unavailable",
+                path=clip(request.path),
+                method=request.method,
+                error=type(exc).__name__,
+            )
+            return problem(
+                503,
+                "the database is unavailable for the moment; retry after a few seconds",
+                headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+            )
+        log.exception("unhandled error", path=clip(request.path), method=request.method)
         return problem(500, "internal error; it has been logged")

@@ -2,24 +2,90 @@
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, ClassVar
 
 from aiohttp import web
 from aiohttp_pydantic import PydanticView
+from multidict import MultiDictProxy
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailer import keys
-from mailer.api.engine_port import EnginePort
-from mailer.api.problems import field_errors, problem
+from mailer.api.problems import problem
+from mailer.observability.truncate import clip
+from mailer.operations.ports import EnginePort
+from mailer.schemas.errors import field_errors
 from mailer.settings import Settings
 
 # aiohttp-pydantic names the part of the request it validated; the contract's `loc` starts with these.
 _LOC_PREFIX = {"body": "body", "query string": "query", "path": "path", "headers": "header"}
+# Charsets whose bytes are UTF-8 (ASCII is a subset); anything else the service does not decode.
+UTF8_CHARSETS = frozenset({"utf-8", "utf8", "us-ascii"})
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+
+
+def is_json_type(content_type: str) -> bool:
+    """application/json, or a structured-syntax +json type (RFC 6839) such as application/merge-patch+json."""
+    main, _, sub = content_type.lower().partition("/")
+    return main == "application" and (sub == "json" or sub.endswith("+json"))
+
+
+def check_charset(request: web.Request) -> None:
+    """415 for a declared charset other than UTF-8: decoding with it would fail or guess."""
+    charset = request.charset
+    if charset is not None and charset.lower() not in UTF8_CHARSETS:
+        raise web.HTTPUnsupportedMediaType(text=f"only UTF-8 is accepted, not charset={clip(charset, 64)}")
+
+
+def check_json_body(request: web.Request) -> None:
+    """415 for a body that does not say it is UTF-8 JSON; a request without a body passes."""
+    if not request.body_exists:
+        return
+    if "Content-Type" not in request.headers:
+        raise web.HTTPUnsupportedMediaType(text="the body must be sent with Content-Type: application/json")
+    if not is_json_type(request.content_type):
+        raise web.HTTPUnsupportedMediaType(
+            text=f"the body must be Content-Type: application/json, not {clip(request.content_type, 64)}"
+        )
+    check_charset(request)
+
+
+async def read_json(request: web.Request) -> Any:
+    """The body parsed as JSON; 415 for a charset other than UTF-8, 400 (via the problem middleware) for
+    bytes that are not UTF-8 JSON."""
+    check_charset(request)
+    raw = await request.read()
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        raise web.HTTPBadRequest(text="malformed JSON") from None
+
+
+async def read_form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
+    """The body as a form; 415 for a charset other than UTF-8, or for a type that is no form at all."""
+    if request.body_exists and request.content_type not in FORM_TYPES:
+        raise web.HTTPUnsupportedMediaType(
+            text="send a form (application/x-www-form-urlencoded) or JSON (application/json)"
+        )
+    check_charset(request)
+    return await request.post()
 
 
 class ApiView(PydanticView):
-    """A PydanticView whose validation errors are 422 problem+json, with access to the app's state."""
+    """A PydanticView whose validation errors are 422 problem+json, with access to the app's state.
+
+    A request with a body must say it is UTF-8 JSON (415 otherwise) unless the view reads another format
+    itself (`json_body = False`).
+    """
+
+    json_body: ClassVar[bool] = True
+
+    async def _iter(self) -> web.StreamResponse:
+        if self.json_body and self.request.method in ("POST", "PUT", "PATCH"):
+            check_json_body(self.request)
+        response: web.StreamResponse = await super()._iter()
+        return response
 
     async def on_validation_error(self, exception: ValidationError, context: Any) -> web.StreamResponse:
         prefix = _LOC_PREFIX.get(str(context), str(context))

@@ -19,8 +19,6 @@ PHONE_INT_MAX = 79_999_999_999
 OPERATOR_CODE_DIGITS = 3
 TAG_MAX_CHARS = 64
 DEFAULT_TIMEZONE = "UTC"
-# The longest IANA name today is 32 characters; the column holds 64.
-TIMEZONE_MAX_CHARS = 64
 
 # [0-9], not \d: \d also matches Arabic-Indic and other digits, which the provider would not understand.
 _PHONE_PATTERN = re.compile(r"7[0-9]{10}")
@@ -43,6 +41,12 @@ def normalize_phone(value: object) -> str:
     if isinstance(value, str) and _PHONE_PATTERN.fullmatch(value):
         return value
     raise ValueError(PHONE_RULE)
+
+
+def is_phone_prefix(text: str) -> bool:
+    """Whether `text` can begin a stored phone: ASCII digits, the country digit first, at most eleven."""
+    digits = text.isascii() and text.isdigit()
+    return digits and text.startswith(PHONE_COUNTRY_DIGIT) and len(text) <= PHONE_DIGITS
 
 
 def default_operator_code(phone: str) -> str:

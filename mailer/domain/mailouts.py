@@ -97,19 +97,26 @@ def changed_fields(old: MailoutSpec, new: MailoutSpec) -> frozenset[str]:
     return frozenset(changed)
 
 
+def refused_changes(status: MailoutStatus, changed: frozenset[str]) -> frozenset[str]:
+    """The fields of `changed` that a mailout in `status` may not take."""
+    if status in MAILOUT_FINAL:
+        return changed
+    if status in _ACTIVE:
+        return changed - EDITABLE_WHILE_ACTIVE
+    return frozenset()
+
+
 def check_change(status: MailoutStatus, changed: frozenset[str]) -> None:
     """Raise ConflictError when a mailout in `status` may not take these changes."""
-    if not changed:
+    refused = refused_changes(status, changed)
+    if not refused:
         return
     if status in MAILOUT_FINAL:
         raise ConflictError(f"a {status} mailout cannot be changed")
-    if status in _ACTIVE:
-        refused = sorted(changed - EDITABLE_WHILE_ACTIVE)
-        if refused:
-            raise ConflictError(
-                f"a {status} mailout cannot change {', '.join(refused)}; "
-                f"only {', '.join(sorted(EDITABLE_WHILE_ACTIVE))} may change"
-            )
+    raise ConflictError(
+        f"a {status} mailout cannot change {', '.join(sorted(refused))}; "
+        f"only {', '.join(sorted(EDITABLE_WHILE_ACTIVE))} may change"
+    )
 
 
 def pause_target(status: MailoutStatus) -> MailoutStatus:

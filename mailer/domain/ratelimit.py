@@ -1,7 +1,9 @@
-"""Rate limits with an injected clock: a token bucket for sends, a sliding window for login attempts."""
+"""Rate limits with an injected clock: a token bucket for sends; a sliding window per address and a
+backoff per username for login attempts."""
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
 from collections.abc import Callable
 
@@ -103,3 +105,126 @@ class SlidingWindowLimiter:
             if self._hits[key] and self._hits[key][-1] > horizon:
                 return
             del self._hits[key]
+
+
+class UsernameBackoff:
+    """Exponential backoff per username after repeated wrong passwords, whatever address they come from.
+
+    Failures in a row cost nothing (a person mistyping) until the `free_failures`-th, which closes the
+    name for `base_s`; each one after closes it twice as long as the one before, up to `cap_s`. While
+    closed, attempts for that name are refused without looking at the password and do not extend the
+    wait, so a flood from many addresses gets one guess per `cap_s` at most, and the wait never grows
+    past `cap_s`. A success, or
+    `reset_s` without a failure, forgets the name. Names are kept as digests in bounded memory (a 900 KB
+    username costs 32 bytes), least recently failed first out.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        free_failures: int = 10,
+        base_s: float = 1.0,
+        cap_s: float = 60.0,
+        reset_s: float = 900.0,
+        max_keys: int = DEFAULT_MAX_KEYS,
+    ) -> None:
+        if free_failures < 0 or not 0 < base_s <= cap_s or reset_s < cap_s or max_keys < 1:
+            raise ValueError("need free_failures >= 0, 0 < base_s <= cap_s <= reset_s and max_keys >= 1")
+        self._clock = clock
+        self._free = free_failures
+        self._base_s = base_s
+        self._cap_s = cap_s
+        self._reset_s = reset_s
+        self._max_keys = max_keys
+        # digest -> (failures in a row, time of the last one); in order of the last failure, oldest first.
+        self._failures: dict[bytes, tuple[int, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._failures)
+
+    def wait_s(self, username: str) -> float | None:
+        """None when an attempt for `username` may be checked now, else the seconds until it may."""
+        entry = self._failures.get(_digest(username))
+        if entry is None:
+            return None
+        count, last_s = entry
+        remaining = last_s + self._delay_s(count) - self._clock()
+        return remaining if remaining > 0 else None
+
+    def failed(self, username: str) -> None:
+        now = self._clock()
+        self._forget_older_than(now - self._reset_s)
+        key = _digest(username)
+        count, _ = self._failures.pop(key, (0, now))
+        if len(self._failures) >= self._max_keys:
+            del self._failures[next(iter(self._failures))]
+        self._failures[key] = (count + 1, now)
+
+    def succeeded(self, username: str) -> None:
+        self._failures.pop(_digest(username), None)
+
+    def _delay_s(self, failures: int) -> float:
+        over = failures - self._free
+        if over < 0:
+            return 0.0
+        # Capped before exponentiating: 2 ** over for a huge count would overflow a float.
+        return min(self._cap_s, self._base_s * 2.0 ** min(over, 64))
+
+    def _forget_older_than(self, horizon: float) -> None:
+        while self._failures:
+            key = next(iter(self._failures))
+            if self._failures[key][1] > horizon:
+                return
+            del self._failures[key]
+
+
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
+
+
+class LoginThrottle:
+    """The login's two limits: attempts per client address, and backoff per username.
+
+    An address that signed in as a user within `known_for_s` skips that user's backoff (it keeps its own
+    per-address limit): an attack on `admin` from many addresses slows everyone else down, while the
+    administrator's usual machine still gets in at once. A new address waits out the backoff, at most
+    the backoff's cap, like anyone else. All of it is per process and forgotten at restart.
+    """
+
+    def __init__(
+        self,
+        per_address: SlidingWindowLimiter,
+        per_username: UsernameBackoff,
+        clock: Callable[[], float],
+        known_for_s: float = 30 * 24 * 3600.0,
+        max_known: int = DEFAULT_MAX_KEYS,
+    ) -> None:
+        self.per_address = per_address
+        self.per_username = per_username
+        self._clock = clock
+        self._known_for_s = known_for_s
+        self._max_known = max_known
+        # (username digest, address) -> time of the last success there; oldest first.
+        self._known: dict[tuple[bytes, str], float] = {}
+
+    def address_wait_s(self, address: str) -> float | None:
+        """Count an attempt from `address`: None if allowed, else the seconds until it would be."""
+        return self.per_address.hit(address)
+
+    def username_wait_s(self, username: str, address: str) -> float | None:
+        """None when the password for `username` may be checked for `address` now, else the wait."""
+        seen_s = self._known.get((_digest(username), address))
+        if seen_s is not None and self._clock() - seen_s < self._known_for_s:
+            return None
+        return self.per_username.wait_s(username)
+
+    def record(self, username: str, address: str, *, ok: bool) -> None:
+        if not ok:
+            self.per_username.failed(username)
+            return
+        self.per_username.succeeded(username)
+        key = (_digest(username), address)
+        self._known.pop(key, None)
+        if len(self._known) >= self._max_known:
+            del self._known[next(iter(self._known))]
+        self._known[key] = self._clock()

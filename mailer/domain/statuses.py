@@ -24,11 +24,6 @@ class MessageStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-MESSAGE_FINAL = frozenset(
-    {MessageStatus.SENT, MessageStatus.FAILED, MessageStatus.EXPIRED, MessageStatus.CANCELLED}
-)
-
-
 class Outcome(StrEnum):
     """How one provider request ended; the `kind` of an error in statistics."""
 

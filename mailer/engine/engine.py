@@ -13,6 +13,7 @@ import structlog
 
 from mailer.domain.breaker import BreakerState, CircuitBreaker
 from mailer.domain.retry import RetryPolicy
+from mailer.domain.sending import MessageOutcome
 from mailer.domain.statuses import MessageStatus
 from mailer.engine.leases import LeaseKeeper
 from mailer.engine.mailout_actor import MailoutActor
@@ -24,7 +25,7 @@ from mailer.engine.wakeups import PgWakeups
 from mailer.observability import metrics
 from mailer.observability.health import Health
 from mailer.settings import Settings
-from mailer.store.dispatch import DispatchStore, MessageOutcome
+from mailer.store.dispatch import DispatchStore
 
 log = structlog.get_logger(__name__)
 
@@ -160,7 +161,7 @@ class Engine:
         spawn("scheduler", self.scheduler.run)
         # Read when Prometheus scrapes: exact, with no bookkeeping on the sending paths.
         self._unwatch = [
-            metrics.watch(metrics.SENDER_QUEUE_DEPTH, lambda: len(self.pool.queue)),
+            metrics.watch(metrics.SENDER_QUEUE_DEPTH, self.pool.queue_depth),
             metrics.watch(metrics.SENDER_IN_FLIGHT, self.pool.in_flight),
             metrics.watch(
                 metrics.RUNNING_MAILOUTS, lambda: sum(a.running for a in list(self._actors.values()))
@@ -240,10 +241,10 @@ class Engine:
             await asyncio.sleep(interval_s)
 
     def _outcomes_written(self, outcomes: Sequence[MessageOutcome]) -> None:
-        retried = {o.mailout_id for o in outcomes if o.status is MessageStatus.PENDING}
-        for mailout_id in retried:
+        # A retry has a new due time, and a final state may be the mailout's last: its actor looks again.
+        for mailout_id in {o.mailout_id for o in outcomes}:
             if (actor := self._actors.get(mailout_id)) is not None:
-                actor.wake()
+                actor.nudge()
 
     def _breaker_changed(self, old: BreakerState, new: BreakerState) -> None:
         metrics.set_breaker_state(new)

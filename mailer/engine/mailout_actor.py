@@ -8,11 +8,14 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from mailer.domain.sending import ClaimedMessage, MailoutPlan
 from mailer.domain.statuses import MAILOUT_FINAL, MailoutStatus, MessageStatus
+from mailer.engine.jobs import LiveMailout, SendJob
 from mailer.engine.recorder import Recorder
-from mailer.engine.sender import LiveMailout, SenderPool, SendJob
+from mailer.engine.rescheduler import Rescheduler
+from mailer.engine.sender import SenderPool
 from mailer.observability import metrics
-from mailer.store.dispatch import ClaimedMessage, DispatchStore, MailoutPlan
+from mailer.store.dispatch import DispatchStore
 
 log = structlog.get_logger(__name__)
 
@@ -25,6 +28,9 @@ MAX_SLEEP_S = 30.0
 # it, per-message lines would cost seconds of CPU and the memory of every id at activation, so ONE
 # `messages.created` line with the count and the first and last id is logged instead.
 CREATED_LINES_MAX = 10_000
+# The plan is read again on every `wake` (a change here or, by NOTIFY, in another process) and at least this
+# often: a safety net for a lost wake that costs one query per second, not one per claim.
+PLAN_MAX_AGE_S = 1.0
 
 
 class MailoutActor:
@@ -49,9 +55,19 @@ class MailoutActor:
         self._lease_s = lease_s
         self._clock = clock
         self._wake = asyncio.Event()
+        self._plan_stale = True
+        self._plan_read_at_s = 0.0
         self._live: LiveMailout | None = None
+        # A window change rewrites due times in chunks beside the sending, so that sending goes on at once.
+        self._rescheduler = Rescheduler(store, mailout_id, clock, self.nudge)
 
     def wake(self) -> None:
+        """The mailout may have changed: read it again and look at what is due."""
+        self._plan_stale = True
+        self._wake.set()
+
+    def nudge(self) -> None:
+        """Something of the mailout became due (a retry) or final (maybe the last): look again."""
         self._wake.set()
 
     @property
@@ -62,39 +78,59 @@ class MailoutActor:
     async def run(self) -> None:
         """Until the mailout is final or gone."""
         structlog.contextvars.bind_contextvars(mailout_id=self.mailout_id)
+        try:
+            await self._run()
+        finally:
+            await self._rescheduler.halt()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             # Cleared before reading: a change made after this point wakes the next wait at once.
             self._wake.clear()
-            plan = await self._store.load_mailout(self.mailout_id)
+            self._rescheduler.check()
+            if self._live is None or self._plan_stale or loop.time() - self._plan_read_at_s > PLAN_MAX_AGE_S:
+                self._plan_stale = False
+                self._plan_read_at_s = loop.time()
+                plan = await self._store.load_mailout(self.mailout_id)
+            else:
+                plan = self._live.plan
             if plan is None or plan.status in MAILOUT_FINAL:
                 await self._let_go(plan)
                 return
+            if self._live is not None and self._live.plan.created_at != plan.created_at:
+                # Our mailout was deleted and a new one got its id: nothing of the old may touch it.
+                await self._let_go(None)
             previous = self._live.plan if self._live is not None else None
             if self._live is None:
-                self._live = LiveMailout(plan)
+                self._live = self._pool.open(plan)
             else:
                 self._live.plan = plan
+            live = self._live
             now = self._clock()
             if now >= plan.end_at:
                 await self._finish(plan)
+                self._plan_stale = True
                 continue
-            if plan.status is MailoutStatus.SCHEDULED:
+            if plan.status is MailoutStatus.SCHEDULED or (
+                plan.status is MailoutStatus.RUNNING and plan.activated_at is None
+            ):
                 if plan.start_at > now:
                     await self._sleep_until(plan.start_at)
                 else:
                     await self._activate(plan, now)
+                    self._plan_stale = True
                 continue
             if plan.status is MailoutStatus.PAUSED:
-                if self._pool.held(plan.id) is None:
+                if live.hold is None:
                     log.info("mailout.paused")
-                    await self._pool.hold(plan.id, MessageStatus.PENDING)
+                    await self._pool.hold(live, MessageStatus.PENDING)
                 await self._sleep_until(plan.end_at)
                 continue
             # Running.
-            self._pool.release(plan.id)
+            self._pool.release(live)
             if previous is not None and previous.window != plan.window:
-                moved = await self._store.reschedule_pending(plan.id, plan.window, now)
-                log.info("send window changed: pending messages rescheduled", messages=moved)
+                self._rescheduler.start(plan.window)
             await self._feed(plan)
 
     async def _activate(self, plan: MailoutPlan, now: datetime) -> None:
@@ -120,16 +156,18 @@ class MailoutActor:
             # The pool is stopping: claim nothing more, wait to be cancelled or woken.
             await self._sleep_until(plan.end_at)
             return
-        limit = self._pool.auth.claim_limit(min(self._claim_batch, room))
+        limit = self._pool.claim_limit(min(self._claim_batch, room))
         now = self._clock()
         if limit > 0:
             claimed = await self._store.claim(plan.id, now, limit, self._lease_s)
             if claimed:
                 lease_until = (now + timedelta(seconds=self._lease_s)).isoformat()
+                # DEBUG: at INFO a message's journey is its creation and one line per attempt (the recorder).
                 for message in claimed:
-                    log.info(
+                    log.debug(
                         "message.claimed",
                         message_id=message.id,
+                        customer_id=message.customer_id,
                         attempt=message.attempts + 1,
                         lease_until=lease_until,
                     )
@@ -138,13 +176,18 @@ class MailoutActor:
                 return
         wake_at = plan.end_at
         due = await self._store.next_due(plan.id)
+        if due is None and await self._store.finish_done(plan.id, now):
+            # Nothing pending and nothing in flight anywhere: done before its end.
+            log.info("mailout.finished", reason="every message is final")
+            self._plan_stale = True
+            return
         if due is not None:
             if due > now:
                 wake_at = min(wake_at, due)
             elif limit > 0:
                 # Due but not claimable now (rows another process is taking, a status that just changed).
                 wake_at = min(wake_at, now + timedelta(seconds=IDLE_RETRY_S))
-        probe_in_s = self._pool.auth.probe_in_s()
+        probe_in_s = self._pool.probe_in_s()
         if limit == 0 and probe_in_s is not None:
             # The provider refuses our token: nothing goes until the next probe (or a wake when it clears).
             wake_at = min(wake_at, now + timedelta(seconds=max(probe_in_s, IDLE_RETRY_S)))
@@ -176,20 +219,24 @@ class MailoutActor:
             # much as the expiry itself for a large mailout.
             log.info("messages.expired", count=expired)
             metrics.message_transition(MessageStatus.EXPIRED, expired)
-        await self._pool.hold(plan.id, MessageStatus.EXPIRED)
+        assert self._live is not None
+        await self._pool.hold(self._live, MessageStatus.EXPIRED)
         # Requests in flight have the end as their deadline, so this wait is short.
-        await self._pool.wait_idle(plan.id)
+        await self._pool.wait_idle(self._live)
         await self._recorder.flush()
         if await self._store.finish(plan.id, self._clock()):
             log.info("mailout.finished", expired=expired)
 
     async def _let_go(self, plan: MailoutPlan | None) -> None:
         """The mailout is final or deleted: nothing of it may stay queued."""
+        await self._rescheduler.stop()
+        if self._live is None:
+            return
         status = MessageStatus.CANCELLED
         if plan is not None and plan.status is MailoutStatus.FINISHED:
             status = MessageStatus.EXPIRED
-        await self._pool.hold(self.mailout_id, status)
-        await self._pool.wait_idle(self.mailout_id)
+        await self._pool.close(self._live, status)
+        self._live = None
 
     async def _sleep_until(self, at: datetime) -> None:
         delay_s = min((at - self._clock()).total_seconds(), MAX_SLEEP_S)

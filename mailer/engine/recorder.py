@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 
 import structlog
 
+from mailer.domain.sending import MessageOutcome
 from mailer.observability import metrics
-from mailer.store.dispatch import MessageOutcome
 from mailer.store.outage import while_unreachable
 
 log = structlog.get_logger(__name__)
@@ -27,6 +29,8 @@ RECORD_OUTAGE_MAX_S = 30.0
 
 WriteBatch = Callable[[Sequence[MessageOutcome], datetime], Awaitable[None]]
 OnWritten = Callable[[Sequence[MessageOutcome]], None]
+# Called once the one outcome it came with is written (or given up on): a sender's slot coming back.
+Written = Callable[[], None]
 
 
 class Recorder:
@@ -38,7 +42,9 @@ class Recorder:
         self._write = write
         self._on_written = on_written
         self._clock = clock
-        self._queue: asyncio.Queue[MessageOutcome] = asyncio.Queue(RECORD_QUEUE_SIZE)
+        self._queue: asyncio.Queue[tuple[MessageOutcome, Written | None]] = asyncio.Queue(RECORD_QUEUE_SIZE)
+        # Messages whose outcome waits here: still in `sending`, so the lease keeper renews their leases.
+        self._unwritten: set[int] = set()
         self._submitted = 0
         self._written = 0
         self._progress = asyncio.Condition()
@@ -46,23 +52,31 @@ class Recorder:
         # (no linger), and the outcomes that arrive during that write form the next batch (group commit).
         self._waiting = 0
 
-    async def submit(self, outcome: MessageOutcome) -> None:
+    async def submit(self, outcome: MessageOutcome, on_written: Written | None = None) -> None:
+        """Queue an outcome for the next batch (waiting for room); `on_written` runs once it is written."""
+        await self._queue.put((outcome, on_written))
         self._submitted += 1
-        await self._queue.put(outcome)
+        self._unwritten.add(outcome.message_id)
 
     async def flush(self) -> None:
         """Wait until every outcome submitted before this call has been written (or given up on)."""
         target = self._submitted
-        self._waiting += 1
-        try:
+        with self.waited_on():
             async with self._progress:
                 await self._progress.wait_for(lambda: self._written >= target)
+
+    @contextmanager
+    def waited_on(self) -> Iterator[None]:
+        """While inside, someone waits for a write (a flush, a sender out of slots): batches go at once."""
+        self._waiting += 1
+        try:
+            yield
         finally:
             self._waiting -= 1
 
-    @property
-    def backlog(self) -> int:
-        return self._submitted - self._written
+    def unwritten_ids(self) -> list[int]:
+        """The messages whose outcome is queued or being written now."""
+        return list(self._unwritten)
 
     async def run(self) -> None:
         """Write batches until cancelled; cancel it only after a `flush` when nothing must be lost."""
@@ -84,28 +98,39 @@ class Recorder:
                         break
                 else:
                     batch.append(self._queue.get_nowait())
-            self._log_written(await self._write_batch(batch))
+            outcomes = [outcome for outcome, _ in batch]
+            self._log_written(await self._write_batch(outcomes))
+            for outcome, written in batch:
+                self._unwritten.discard(outcome.message_id)
+                if written is not None:
+                    written()
             if self._on_written is not None:
                 # Messages back in pending have a new due time: their actors must look again.
-                self._on_written(batch)
+                self._on_written(outcomes)
             async with self._progress:
                 self._written += len(batch)
                 self._progress.notify_all()
 
     @staticmethod
     def _log_written(written: list[MessageOutcome]) -> None:
-        """One line and one count per state change. The UPDATE only touches rows still in `sending`, but an
-        executemany reports no rowcount per row, so a row that had been cancelled or recovered meanwhile (and
-        so kept its state) is logged and counted too; that is rare, and knowing it would cost a query."""
+        """One line per state change, with the request that led there: a message's journey at INFO is its
+        creation and this line per attempt. The UPDATE only touches rows still in `sending`, but it reports
+        no rowcount per row, so a row that had been cancelled or recovered meanwhile (and so kept its state)
+        is logged and counted too; that is rare, and knowing it would cost a query."""
+        for status, count in Counter(o.status for o in written).items():
+            metrics.message_transition(status, count)
         for o in written:
-            metrics.message_transition(o.status)
+            attempt = o.attempt
             log.info(
                 f"message.{o.status.value}",
-                message_id=o.message_id,
                 mailout_id=o.mailout_id,
-                status=o.status.value,
+                message_id=o.message_id,
+                customer_id=o.customer_id,
                 attempts=o.attempts,
-                error=o.error,
+                outcome=attempt.outcome if attempt else None,
+                http_status=attempt.http_status if attempt else None,
+                duration_ms=attempt.duration_ms if attempt else None,
+                error=o.error or (attempt.error if attempt else None),
                 next_attempt_at=o.next_attempt_at.isoformat() if o.next_attempt_at else None,
             )
 
@@ -132,6 +157,7 @@ class Recorder:
                     "recording an outcome failed",
                     message_id=outcome.message_id,
                     mailout_id=outcome.mailout_id,
+                    customer_id=outcome.customer_id,
                     status=outcome.status.value,
                 )
         return written

@@ -2,7 +2,10 @@
 
 Each claimed message becomes a `SendJob`. A worker checks what may have changed since the claim (a hold on its
 mailout, the end, the customer's window, the breaker, a paused provider token), sends with a deadline
-(timeout, end, window closing), classifies the result and hands a `MessageOutcome` to the recorder.
+(timeout, end, window closing), classifies the result and hands a `MessageOutcome` to the recorder. It does
+not wait for that outcome's commit: it takes its next job as soon as it has a slot, and a slot is held from
+the take until the outcome is written, 2 per worker (the bound on what a crash can send twice, see
+docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -10,25 +13,26 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
 import structlog
 
+from mailer.domain.auth_gate import AuthGate
 from mailer.domain.breaker import CircuitBreaker
 from mailer.domain.ratelimit import TokenBucket
 from mailer.domain.retry import RetryPolicy, next_attempt_at
+from mailer.domain.sending import AttemptRow, MailoutPlan, MessageOutcome
 from mailer.domain.statuses import MessageStatus, Outcome
 from mailer.domain.windows import closes_at, is_open, load_zone, next_open
+from mailer.engine.job_queue import JobQueue
+from mailer.engine.jobs import CutReason, LiveMailout, SendJob
 from mailer.engine.recorder import Recorder
 from mailer.observability import metrics
 from mailer.provider.client import SendResult
-from mailer.store.dispatch import AttemptRow, ClaimedMessage, MailoutPlan, MessageOutcome
 
 log = structlog.get_logger(__name__)
 
@@ -44,15 +48,11 @@ BREAKER_JITTER_SHARE = 0.2
 HALF_OPEN_RETRY_SHARE = 0.1
 # The token bucket lets this many seconds' worth of sends go at once (at least one).
 RATE_BURST_S = 0.1
-
-
-class CutReason(StrEnum):
-    """Why a request in flight was cut."""
-
-    END = "end"  # the mailout's end came
-    WINDOW = "window"  # the customer's window closed
-    CANCEL = "cancel"  # the mailout was cancelled or deleted
-    SHUTDOWN = "shutdown"  # the process is stopping
+# Sends not yet recorded, per worker: a worker needs a free slot to take a job, and the slot comes back only
+# once the job's outcome is in the database. Two: one for the request in flight, one for an outcome waiting
+# for the recorder's next commit, so a worker never waits for a commit in the usual case (pipelining), and a
+# crash re-sends at most 2 x MAILER_SEND_CONCURRENCY messages (the bound of docs/reliability.md).
+UNRECORDED_PER_WORKER = 2
 
 
 class SendClient(Protocol):
@@ -61,29 +61,6 @@ class SendClient(Protocol):
     def url_for(self, msg_id: int) -> str: ...
 
     async def send(self, msg_id: int, phone: str, text: str, timeout_s: float) -> SendResult: ...
-
-
-class LiveMailout:
-    """The latest plan of a mailout, shared by its actor (who refreshes it) and its queued jobs."""
-
-    __slots__ = ("plan",)
-
-    def __init__(self, plan: MailoutPlan) -> None:
-        self.plan = plan
-
-
-@dataclass(eq=False, slots=True)
-class SendJob:
-    """One claimed message on its way to the provider."""
-
-    message: ClaimedMessage
-    mailout: LiveMailout
-    started_at: datetime | None = None
-    started_s: float | None = None
-    cut: CutReason | None = None
-    probe: bool = False
-    # Set once the attempt has an outcome: from then on the job is only being recorded, never cut.
-    settled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,146 +75,12 @@ class SenderConfig:
     auth_probe_interval_s: float
 
 
-class JobQueue:
-    """A bounded FIFO of jobs from which a mailout's jobs can be taken out (cancel, pause, end).
-
-    Overflow rule: `put` waits for room, so a slow provider slows claiming instead of growing memory.
-    """
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self._items: deque[SendJob] = deque()
-        self._changed = asyncio.Condition()
-        self._closed = False
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    async def put(self, job: SendJob) -> bool:
-        """Queue a job, waiting for room; False when the queue is closed (the job was not taken)."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._closed or len(self._items) < self.maxsize)
-            if self._closed:
-                return False
-            self._items.append(job)
-            self._changed.notify_all()
-            return True
-
-    async def get(self) -> SendJob | None:
-        """The next job; None once the queue is closed."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._closed or bool(self._items))
-            if self._closed:
-                return None
-            job = self._items.popleft()
-            self._changed.notify_all()
-            return job
-
-    async def room(self) -> int:
-        """Wait until at least half the queue is free, then say how much is (0 when closed).
-
-        Waiting for half rather than for one free slot batches the claims: a claim per freed slot would cost
-        a database transaction per message, and that, not the provider, would set the send rate.
-        """
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._closed or len(self._items) <= self.maxsize // 2)
-            return 0 if self._closed else self.maxsize - len(self._items)
-
-    def message_ids(self) -> list[int]:
-        """The ids of the messages queued now."""
-        return [job.message.id for job in self._items]
-
-    async def take_mailout(self, mailout_id: int) -> list[SendJob]:
-        """Remove and return the queued jobs of one mailout."""
-        async with self._changed:
-            taken = [job for job in self._items if job.message.mailout_id == mailout_id]
-            if taken:
-                self._items = deque(job for job in self._items if job.message.mailout_id != mailout_id)
-                self._changed.notify_all()
-            return taken
-
-    async def close(self) -> list[SendJob]:
-        """Refuse new jobs, wake every waiter, and return the jobs still queued."""
-        async with self._changed:
-            self._closed = True
-            left = list(self._items)
-            self._items.clear()
-            self._changed.notify_all()
-            return left
-
-
-class AuthGate:
-    """While the provider refuses our token, sending pauses; one probe request per interval tests it again."""
-
-    def __init__(
-        self,
-        interval_s: float,
-        clock: Callable[[], float],
-        on_pause: Callable[[str], None],
-        on_resume: Callable[[], None],
-    ) -> None:
-        self._interval_s = interval_s
-        self._clock = clock
-        self._on_pause = on_pause
-        self._on_resume = on_resume
-        self.paused = False
-        self._probe_at = 0.0
-        self._probing = False
-
-    def claim_limit(self, wanted: int) -> int:
-        """How many messages an actor may claim now: all it wants, one for a probe, or none."""
-        if not self.paused:
-            return wanted
-        return 0 if self._probing or self._clock() < self._probe_at else 1
-
-    def probe_in_s(self) -> float | None:
-        """Seconds until the next probe may go while paused; None when not paused."""
-        if not self.paused:
-            return None
-        if self._probing:
-            # A probe is out: its answer either resumes sending (and wakes everyone) or sets a new time.
-            return self._interval_s
-        return max(0.0, self._probe_at - self._clock())
-
-    def try_send(self) -> bool:
-        """May a request go now? While paused, yes for exactly one probe per interval."""
-        if not self.paused:
-            return True
-        if self._probing or self._clock() < self._probe_at:
-            return False
-        self._probing = True
-        return True
-
-    def refused(self, reason: str) -> None:
-        self._probing = False
-        self._probe_at = self._clock() + self._interval_s
-        if not self.paused:
-            self.paused = True
-            self._on_pause(reason)
-
-    def accepted(self) -> None:
-        """The provider took our token (it answered a request on its merits)."""
-        self._probing = False
-        if self.paused:
-            self.paused = False
-            self._on_resume()
-
-    def inconclusive(self, job: SendJob) -> None:
-        """A probe ended without telling whether the token works: try again after the interval."""
-        if job.probe and self.paused:
-            self._probing = False
-            self._probe_at = self._clock() + self._interval_s
-
-
-@dataclass
-class _Flight:
-    """The jobs of one mailout a worker is handling now (between the queue and the recorder)."""
-
-    tasks: dict[SendJob, asyncio.Task[None]] = field(default_factory=dict)
-
-
 class SenderPool:
-    """N workers taking jobs from one bounded queue; requests per mailout can be cut at once."""
+    """N workers taking jobs from one bounded queue; requests per mailout can be cut at once.
+
+    A mailout is known to the pool from `open` to `close` (one actor's lifetime) as a `LiveMailout`; holds
+    and flights belong to that object, so nothing of one mailout can touch another that reuses its id.
+    """
 
     def __init__(
         self,
@@ -259,90 +102,112 @@ class SenderPool:
         self._clock = clock
         self._monotonic = monotonic
         self._rng = rng or random.Random()
-        self.queue = JobQueue(QUEUE_JOBS_PER_WORKER * config.concurrency)
-        self.auth = AuthGate(config.auth_probe_interval_s, monotonic, on_auth_pause, on_auth_resume)
+        self._queue = JobQueue(QUEUE_JOBS_PER_WORKER * config.concurrency)
+        self._auth = AuthGate(config.auth_probe_interval_s, monotonic, on_auth_pause, on_auth_resume)
         self._bucket = (
             TokenBucket(config.rate_per_s, max(1.0, config.rate_per_s * RATE_BURST_S), monotonic)
             if config.rate_per_s > 0
             else None
         )
-        # While a mailout is held, its jobs are given back with that status instead of being sent.
-        self._holds: dict[int, MessageStatus] = {}
-        self._flights: dict[int, _Flight] = {}
-        self._stopping = False
+        self._unrecorded = asyncio.Semaphore(UNRECORDED_PER_WORKER * config.concurrency)
+        # The open mailouts by id (one actor each), and the jobs of each a worker is handling now.
+        self._open: dict[int, LiveMailout] = {}
+        self._flights: dict[LiveMailout, dict[SendJob, asyncio.Task[MessageOutcome]]] = {}
 
     # --- what actors and the engine call -------------------------------------------------------------------
 
+    def open(self, plan: MailoutPlan) -> LiveMailout:
+        """An actor starts feeding this mailout: its jobs share the returned object."""
+        live = LiveMailout(plan)
+        self._open[plan.id] = live
+        return live
+
+    async def close(self, live: LiveMailout, status: MessageStatus) -> None:
+        """The actor lets go (the mailout is final or gone): nothing of it stays queued or in flight, and
+        its hold goes with it."""
+        await self.hold(live, status)
+        await self.wait_idle(live)
+        if self._open.get(live.id) is live:
+            del self._open[live.id]
+
     async def room(self) -> int:
         """Wait for room in the queue; how many jobs fit now (0 once the pool stops)."""
-        return await self.queue.room()
+        return await self._queue.room()
+
+    def claim_limit(self, wanted: int) -> int:
+        """How many messages an actor may claim now (fewer while the provider refuses our token)."""
+        return self._auth.claim_limit(wanted)
+
+    def probe_in_s(self) -> float | None:
+        """While the provider refuses our token: seconds until the next probe may go; else None."""
+        return self._auth.probe_in_s()
+
+    def queue_depth(self) -> int:
+        return len(self._queue)
 
     async def submit(self, job: SendJob) -> None:
         """Queue a job (waiting for room); a job that cannot be sent any more is given back at once."""
-        status = self._holds.get(job.message.mailout_id)
-        if status is None and await self.queue.put(job):
+        status = job.mailout.hold
+        if status is None and await self._queue.put(job):
             return
         await self.give_back(job, status or MessageStatus.PENDING, self._clock())
 
-    async def hold(self, mailout_id: int, status: MessageStatus) -> None:
+    async def hold(self, live: LiveMailout, status: MessageStatus) -> None:
         """Stop sending a mailout's queued jobs: they go back with `status` (requests in flight go on)."""
-        self._holds[mailout_id] = status
+        live.hold = status
         now = self._clock()
-        for job in await self.queue.take_mailout(mailout_id):
+        for job in await self._queue.take_mailout(live):
             await self.give_back(job, status, now)
 
-    def release(self, mailout_id: int) -> None:
-        """Lift a pause or end hold (a resumed or extended mailout); a cancel hold stays for good."""
-        if self._holds.get(mailout_id) not in (None, MessageStatus.CANCELLED):
-            del self._holds[mailout_id]
-
-    def held(self, mailout_id: int) -> MessageStatus | None:
-        return self._holds.get(mailout_id)
+    @staticmethod
+    def release(live: LiveMailout) -> None:
+        """Lift a pause or end hold (a resumed or extended mailout); a cancel hold stays until `close`."""
+        if live.hold is not MessageStatus.CANCELLED:
+            live.hold = None
 
     async def stop_mailout(self, mailout_id: int) -> None:
         """Cancel: queued jobs go back cancelled, requests in flight are cut; returns once all are handed
-        to the recorder."""
-        await self.hold(mailout_id, MessageStatus.CANCELLED)
-        flight = self._flights.get(mailout_id)
-        if flight is not None:
-            for job, task in list(flight.tasks.items()):
-                if not job.settled:
-                    job.cut = CutReason.CANCEL
-                    task.cancel()
-        await self.wait_idle(mailout_id)
+        to the recorder. A mailout no actor here feeds has nothing queued or in flight here."""
+        live = self._open.get(mailout_id)
+        if live is None:
+            return
+        await self.hold(live, MessageStatus.CANCELLED)
+        for job, task in list(self._flights.get(live, {}).items()):
+            if not task.done():
+                job.cut = CutReason.CANCEL
+                task.cancel()
+        await self.wait_idle(live)
 
-    async def wait_idle(self, mailout_id: int) -> None:
+    async def wait_idle(self, live: LiveMailout) -> None:
         """Until no job of this mailout is being handled (its outcomes are then with the recorder)."""
-        while (flight := self._flights.get(mailout_id)) is not None and flight.tasks:
-            await asyncio.wait(list(flight.tasks.values()))
+        while tasks := self._flights.get(live):
+            await asyncio.wait(list(tasks.values()))
 
     def held_ids(self) -> list[int]:
         """Messages this pool holds in `sending`: queued, in flight, or waiting for their outcome's write
         (the lease keeper renews their leases)."""
-        flying = [job.message.id for flight in self._flights.values() for job in flight.tasks]
-        return self.queue.message_ids() + flying
+        flying = [job.message.id for tasks in self._flights.values() for job in tasks]
+        return [*self._queue.message_ids(), *flying, *self._recorder.unwritten_ids()]
 
     def in_flight(self, mailout_id: int | None = None) -> int:
         if mailout_id is not None:
-            flight = self._flights.get(mailout_id)
-            return len(flight.tasks) if flight else 0
-        return sum(len(f.tasks) for f in self._flights.values())
+            return sum(len(tasks) for live, tasks in self._flights.items() if live.id == mailout_id)
+        return sum(len(tasks) for tasks in self._flights.values())
 
     async def drain(self, grace_s: float) -> None:
         """Shut down: queued jobs go back to pending, requests in flight get `grace_s`, then are cut."""
-        self._stopping = True
         now = self._clock()
-        for job in await self.queue.close():
+        for job in await self._queue.close():
             await self.give_back(job, MessageStatus.PENDING, now)
-        tasks = [t for f in self._flights.values() for t in f.tasks.values()]
+        tasks = [t for flight in self._flights.values() for t in flight.values()]
         if tasks and grace_s > 0:
             await asyncio.wait(tasks, timeout=grace_s)
         for flight in list(self._flights.values()):
-            for job, task in list(flight.tasks.items()):
-                if not job.settled:
+            for job, task in list(flight.items()):
+                if not task.done():
                     job.cut = CutReason.SHUTDOWN
                     task.cancel()
-        left = [t for f in self._flights.values() for t in f.tasks.values()]
+        left = [t for flight in self._flights.values() for t in flight.values()]
         if left:
             await asyncio.wait(left)
 
@@ -350,40 +215,58 @@ class SenderPool:
 
     async def run_worker(self) -> None:
         """One worker: jobs from the queue until it closes."""
-        while (job := await self.queue.get()) is not None:
-            mailout_id = job.message.mailout_id
-            flight = self._flights.setdefault(mailout_id, _Flight())
-            task = asyncio.create_task(self._handle(job), name=f"send:{job.message.id}")
-            flight.tasks[job] = task
+        while True:
+            if self._unrecorded.locked():
+                # Out of slots: the recorder writes its next batch at once instead of lingering for more.
+                with self._recorder.waited_on():
+                    await self._unrecorded.acquire()
+            else:
+                await self._unrecorded.acquire()
+            if (job := await self._queue.get()) is None:
+                self._unrecorded.release()
+                return
+            try:
+                await self._run_job(job)
+            except BaseException:
+                # The outcome never reached the recorder (a forced stop, a bug): its slot comes back here.
+                if not job.settled:
+                    self._unrecorded.release()
+                raise
+
+    async def _run_job(self, job: SendJob) -> None:
+        """Send one job in its own task (so that it can be cut), then hand its outcome to the recorder."""
+        live = job.mailout
+        flight = self._flights.setdefault(live, {})
+        task = asyncio.create_task(self._attempt_or_cut(job), name=f"send:{job.message.id}")
+        flight[job] = task
+        try:
             try:
                 await asyncio.wait({task})
-                await self._record_unstarted(job, task)
             except asyncio.CancelledError:
                 # The worker itself is cancelled (a forced stop): cut the request and let it be recorded.
                 job.cut = job.cut or CutReason.SHUTDOWN
                 task.cancel()
                 await asyncio.wait({task})
-                await self._record_unstarted(job, task)
+                await self._settle(job, task)
                 raise
-            finally:
-                flight.tasks.pop(job, None)
-                if not flight.tasks and self._flights.get(mailout_id) is flight:
-                    del self._flights[mailout_id]
-            if not task.cancelled():
-                # A bug in _handle surfaces here, crashing the worker: the supervisor logs it and restarts us.
-                task.result()
+            await self._settle(job, task)
+        finally:
+            # Only now is the job idle: its outcome is with the recorder (`wait_idle` relies on that).
+            flight.pop(job, None)
+            if not flight and self._flights.get(live) is flight:
+                del self._flights[live]
 
-    async def _record_unstarted(self, job: SendJob, task: asyncio.Task[None]) -> None:
-        """A task cut before its coroutine ever ran has recorded nothing: its outcome is written here, or the
-        message would sit in `sending` until its lease ran out."""
-        if task.cancelled() and not job.settled:
-            job.settled = True
-            await self._recorder.submit(self._cut_outcome(job, self._clock()))
+    async def _settle(self, job: SendJob, task: asyncio.Task[MessageOutcome]) -> None:
+        """Hand the job's outcome to the recorder; the worker's slot comes back once it is written."""
+        # Cut before its coroutine ever ran, a task has nothing to say: nothing was sent. Otherwise a bug in
+        # the attempt surfaces here, crashing the worker: the supervisor logs it and restarts us.
+        outcome = self._cut_outcome(job, self._clock()) if task.cancelled() else task.result()
+        await self._recorder.submit(outcome, on_written=self._unrecorded.release)
+        job.settled = True
 
-    async def _handle(self, job: SendJob) -> None:
-        structlog.contextvars.bind_contextvars(mailout_id=job.message.mailout_id, message_id=job.message.id)
+    async def _attempt_or_cut(self, job: SendJob) -> MessageOutcome:
         try:
-            outcome = await self._attempt(job)
+            return await self._attempt(job)
         except asyncio.CancelledError:
             if job.cut is None:
                 raise
@@ -391,30 +274,25 @@ class SenderPool:
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
-            outcome = self._cut_outcome(job, self._clock())
-        job.settled = True
-        await self._recorder.submit(outcome)
-        # The worker is free only once the outcome is in the database: a crash can then leave at most one
-        # sent-but-unrecorded message per worker, so a restart re-sends at most `concurrency` of them.
-        await self._recorder.flush()
+            return self._cut_outcome(job, self._clock())
 
     async def _attempt(self, job: SendJob) -> MessageOutcome:
-        plan = job.mailout.plan
+        live = job.mailout
+        plan = live.plan
         zone = load_zone(job.message.timezone)
         now = self._clock()
-        held = self._holds.get(plan.id)
-        if held is not None:
-            return self._outcome(job, held, next_at=now)
+        if live.hold is not None:
+            return self._outcome(job, live.hold, next_at=now)
         if now >= plan.end_at:
             return self._outcome(job, MessageStatus.EXPIRED)
         if not is_open(now, plan.window, zone):
             return self._reschedule(job, next_open(now, plan.window, zone), now)
-        if not self.auth.try_send():
+        if not self._auth.try_send():
             # Not the message's fault: back to pending with no attempt; claims are paused meanwhile.
             return self._outcome(job, MessageStatus.PENDING, next_at=now)
-        job.probe = self.auth.paused
+        job.probe = self._auth.paused
         if not self._breaker.allow():
-            self.auth.inconclusive(job)
+            self._auth.inconclusive(job.probe)
             return self._outcome(job, MessageStatus.PENDING, next_at=now + self._breaker_delay())
         if self._bucket is not None:
             wait_s = self._bucket.take()
@@ -424,7 +302,7 @@ class SenderPool:
         deadline, reason = self._deadline(plan, zone, now)
         if deadline <= now:
             self._breaker.release_probe()
-            self.auth.inconclusive(job)
+            self._auth.inconclusive(job.probe)
             if reason is CutReason.END:
                 return self._outcome(job, MessageStatus.EXPIRED)
             return self._reschedule(job, next_open(now, plan.window, zone), now)
@@ -435,24 +313,30 @@ class SenderPool:
     ) -> MessageOutcome:
         timeout_s = (deadline - now).total_seconds()
         job.started_at, job.started_s = now, self._monotonic()
-        log.info(
+        message = job.message
+        # DEBUG: the state line the recorder writes after the request carries its outcome (one INFO line per
+        # attempt); this one is for watching requests go out.
+        log.debug(
             "provider.request",
+            mailout_id=message.mailout_id,
+            message_id=message.id,
+            customer_id=message.customer_id,
             method="POST",
-            url=self._client.url_for(job.message.id),
-            attempt=job.message.attempts + 1,
+            url=self._client.url_for(message.id),
+            attempt=message.attempts + 1,
             deadline=deadline.isoformat(),
             timeout_s=round(timeout_s, 3),
         )
         try:
             async with asyncio.timeout(timeout_s):
-                result = await self._client.send(job.message.id, job.message.phone, plan.text, timeout_s)
+                result = await self._client.send(message.id, message.phone, plan.text, timeout_s)
         except TimeoutError:
             result = SendResult(Outcome.TIMEOUT, None, self._monotonic() - job.started_s, "deadline", None)
         if result.outcome is Outcome.TIMEOUT and reason is not None:
             # The deadline was a boundary, not the timeout: the request was cut there.
             job.cut = reason
             self._breaker.release_probe()
-            self.auth.inconclusive(job)
+            self._auth.inconclusive(job.probe)
             return self._cut_outcome(job, self._clock())
         return self._judge(job, plan, result)
 
@@ -474,26 +358,20 @@ class SenderPool:
         attempt = self._attempt_row(job, result.outcome, result.http_status, result.error, result.duration_s)
         outcome = result.outcome
         metrics.provider_request(outcome, result.duration_s)
-        log.info(
-            "provider.response",
-            outcome=outcome.value,
-            http_status=result.http_status,
-            duration_ms=attempt.duration_ms,
-            error=result.error,
-        )
+        self._log_response(job, attempt)
         if outcome is Outcome.SENT or outcome is Outcome.REJECTED:
             self._breaker.record_success()
-            self.auth.accepted()
+            self._auth.accepted()
             if outcome is Outcome.SENT:
                 return self._outcome(job, MessageStatus.SENT, sent_at=now, attempt=attempt)
             return self._outcome(job, MessageStatus.FAILED, error=result.error, attempt=attempt)
         if outcome is Outcome.UNAUTHORIZED:
             self._breaker.release_probe()
-            self.auth.refused(result.error or f"HTTP {result.http_status}")
+            self._auth.refused(result.error or f"HTTP {result.http_status}")
             return self._outcome(job, MessageStatus.PENDING, next_at=now, error=result.error, attempt=attempt)
         # Transient: timeout, connection, 5xx, 429, garbage.
         self._breaker.record_failure()
-        self.auth.inconclusive(job)
+        self._auth.inconclusive(job.probe)
         made = job.message.attempts + 1
         if made >= self._config.retry.max_attempts:
             return self._outcome(job, MessageStatus.FAILED, error=result.error, attempt=attempt)
@@ -505,15 +383,23 @@ class SenderPool:
         opens = next_open(retry_at, plan.window, load_zone(job.message.timezone))
         retried = self._reschedule(job, opens, now, error=result.error, attempt=attempt)
         if retried.status is MessageStatus.PENDING:
+            # The recorder's `message.pending` line says when the retry is due.
             metrics.RETRIES.inc()
-            log.info(
-                "message.retry",
-                kind=outcome.value,
-                attempts=made,
-                next_attempt_at=opens.isoformat(),
-                error=result.error,
-            )
         return retried
+
+    @staticmethod
+    def _log_response(job: SendJob, attempt: AttemptRow) -> None:
+        message = job.message
+        log.debug(
+            "provider.response",
+            mailout_id=message.mailout_id,
+            message_id=message.id,
+            customer_id=message.customer_id,
+            outcome=attempt.outcome,
+            http_status=attempt.http_status,
+            duration_ms=attempt.duration_ms,
+            error=attempt.error,
+        )
 
     def _cut_outcome(self, job: SendJob, now: datetime) -> MessageOutcome:
         """The outcome of a request cut in flight (or a job cut before its request started)."""
@@ -525,16 +411,17 @@ class SenderPool:
             elapsed_s = self._monotonic() - job.started_s
             attempt = self._attempt_row(job, Outcome.CUT, None, error, elapsed_s)
             metrics.provider_request(Outcome.CUT, elapsed_s)
-            log.info(
-                "provider.response",
-                outcome=Outcome.CUT.value,
-                http_status=None,
-                duration_ms=attempt.duration_ms,
-                error=error,
-            )
+            self._log_response(job, attempt)
         else:
             # No request went out: the state change the recorder logs is the whole story, plus why.
-            log.info("send.cut", reason=reason.value)
+            message = job.message
+            log.info(
+                "send.cut",
+                mailout_id=message.mailout_id,
+                message_id=message.id,
+                customer_id=message.customer_id,
+                reason=reason.value,
+            )
         match reason:
             case CutReason.CANCEL:
                 return self._outcome(job, MessageStatus.CANCELLED, attempt=attempt)
@@ -585,13 +472,15 @@ class SenderPool:
         error: str | None = None,
         attempt: AttemptRow | None = None,
     ) -> MessageOutcome:
+        message = job.message
         return MessageOutcome(
-            message_id=job.message.id,
-            mailout_id=job.message.mailout_id,
+            message_id=message.id,
+            mailout_id=message.mailout_id,
             status=status,
             next_attempt_at=next_at if status is MessageStatus.PENDING else None,
             sent_at=sent_at,
             error=error,
             attempt=attempt,
-            attempts=job.message.attempts + (1 if attempt is not None else 0),
+            attempts=message.attempts + (1 if attempt is not None else 0),
+            customer_id=message.customer_id,
         )

@@ -12,6 +12,7 @@ from mailer import keys
 from mailer.engine.engine import Engine, EngineConfig
 from mailer.provider.client import ProviderClient
 from mailer.settings import Settings
+from mailer.store.db import create_record_engine
 from mailer.store.dispatch import DispatchStore
 
 # Addresses a server listens on but a client cannot send to: the built-in sandbox is reached on loopback.
@@ -42,10 +43,11 @@ async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
     token = settings.provider_token.get_secret_value() if settings.provider_token else None
     # One connection per sender at most: the pool size is the concurrency limit toward the provider.
     connector = aiohttp.TCPConnector(limit=settings.send_concurrency, limit_per_host=0)
+    record_db = create_record_engine(settings.database_url)
     async with aiohttp.ClientSession(connector=connector) as session:
         client = ProviderClient(session, provider_base_url(settings), token)
         engine = Engine(
-            DispatchStore(app[keys.DB]),
+            DispatchStore(app[keys.DB], record_db),
             client,
             EngineConfig.from_settings(settings),
             app[keys.HEALTH],
@@ -57,3 +59,5 @@ async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
             yield
         finally:
             await engine.stop()
+            if record_db is not None:
+                await record_db.dispose()

@@ -8,12 +8,12 @@ from sqlalchemy.pool import QueuePool
 from mailer.observability import metrics
 
 
-def watch_pool(engine: AsyncEngine) -> metrics.Unwatch:
-    """Export the pool's size and use until the returned function is called (before `engine.dispose()`).
+def watch_pool(db: AsyncEngine) -> metrics.Unwatch:
+    """Export the pool's size and use until the returned function is called (before `db.dispose()`).
 
     Only a queue pool has a bounded size to report; any other pool (tests may use NullPool) exports nothing.
     """
-    pool = engine.pool
+    pool = db.pool
     if not isinstance(pool, QueuePool):
         return lambda: None
     # `_max_overflow` has no public accessor; it is fixed at creation, so read it once here.

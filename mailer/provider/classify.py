@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+
+import orjson
 
 from mailer.domain.statuses import Outcome
 
@@ -59,9 +60,9 @@ def classify_response(status: int, body: bytes) -> Classified:
 
 def _is_accepted(body: bytes) -> bool:
     try:
-        parsed = json.loads(body)
-    except (ValueError, RecursionError):
-        # ValueError covers bad JSON, bad UTF-8 and over-long integers; deep nesting recurses.
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        # Bad JSON, bad UTF-8, integers beyond 64 bits, NaN and nesting deeper than 1024 all land here.
         return False
     if not isinstance(parsed, dict):
         return False

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import aiohttp
+import orjson
 from aiohttp import hdrs
 
 from mailer.domain.statuses import Outcome
@@ -40,7 +41,10 @@ class ProviderClient:
         self._session = session
         self._base_url = base_url.rstrip("/")
         self._token = token
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # The body is encoded by orjson (a few microseconds less per request than aiohttp's `json=`).
+        self._headers = {hdrs.CONTENT_TYPE: "application/json"}
+        if token:
+            self._headers[hdrs.AUTHORIZATION] = f"Bearer {token}"
 
     def __repr__(self) -> str:
         token = "set" if self._token else "unset"
@@ -61,13 +65,13 @@ class ProviderClient:
         if not (phone.isascii() and phone.isdigit()):
             # The provider would answer 400 anyway; don't spend a request on it.
             return SendResult(Outcome.REJECTED, None, 0.0, "phone is not a string of digits", None)
-        payload = {"id": msg_id, "phone": int(phone), "text": text}
+        payload = orjson.dumps({"id": msg_id, "phone": int(phone), "text": text})
         status: int | None = None
         retry_after_s: float | None = None
         try:
             async with self._session.post(
                 self.url_for(msg_id),
-                json=payload,
+                data=payload,
                 headers=self._headers,
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
                 # A redirect is not part of the API, and following one could carry the token elsewhere.
@@ -104,8 +108,11 @@ class ProviderClient:
 
 async def _read_capped(response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
     """Read at most BODY_LIMIT_BYTES; return (prefix, complete)."""
-    if response.content_length is not None and response.content_length > BODY_LIMIT_BYTES:
-        return b"", False
+    if response.content_length is not None:
+        if response.content_length > BODY_LIMIT_BYTES:
+            return b"", False
+        # The usual answer: a short body of a stated length, read in one call.
+        return await response.read(), True
     body = bytearray()
     while True:
         chunk = await response.content.read(BODY_LIMIT_BYTES + 1 - len(body))

@@ -1,1 +1,1 @@
-"""The daily statistics e-mail: queries, content, SMTP delivery and the once-a-day scheduler."""
+"""The daily statistics e-mail: queries, content, SMTP delivery and the once-a-day actor and its schedule."""

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, String, bindparam, case, delete, func, insert, select, true, update
@@ -17,11 +18,14 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.elements import ColumnElement
 
-from mailer.domain.customers import CustomerFields, default_operator_code
+from mailer.domain.clock import utc_now
+from mailer.domain.customers import PHONE_DIGITS, CustomerFields, default_operator_code
 from mailer.domain.errors import ConflictError, NotFoundError
 from mailer.domain.statuses import MessageStatus
 from mailer.store.coltypes import UTCDateTime
+from mailer.store.paging import page_of
 from mailer.store.tables import customers, messages
 
 CustomerRow = RowMapping
@@ -29,8 +33,12 @@ CustomerRow = RowMapping
 _RESOURCE = "customer"
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+def phone_starts_with(prefix: str) -> ColumnElement[bool]:
+    """Phones that begin with the digits `prefix`, as a range the unique phone index answers in any
+    collation (LIKE 'p%' would need a C-collated index on PostgreSQL)."""
+    # Every stored phone is 7 and ten digits: a prefix is then a range of equal-length digit strings.
+    pad = PHONE_DIGITS - len(prefix)
+    return customers.c.phone.between(prefix + "0" * pad, prefix + "9" * pad)
 
 
 def _duplicate_phone(phone: str) -> ConflictError:
@@ -39,7 +47,7 @@ def _duplicate_phone(phone: str) -> ConflictError:
 
 async def create(db: AsyncEngine, fields: CustomerFields) -> CustomerRow:
     """Insert one customer; a phone that is taken is a conflict."""
-    now = _now()
+    now = utc_now()
     stmt = (
         insert(customers)
         .values(
@@ -77,10 +85,13 @@ async def list_page(
     tag: str | None = None,
     operator_code: str | None = None,
     phone: str | None = None,
+    phone_prefix: str | None = None,
 ) -> tuple[list[CustomerRow], int | None]:
-    """One page in id order, and the id to continue after (None when this page is the last)."""
+    """One page in id order, and the id to continue after (None when this page is the last).
+
+    `phone_prefix` (digits) matches every phone that starts with it, by a range on the phone index.
+    """
     c = customers.c
-    # One row more than asked tells whether another page exists without a COUNT.
     query = select(customers).order_by(c.id).limit(limit + 1)
     if after is not None:
         query = query.where(c.id > after)
@@ -90,12 +101,12 @@ async def list_page(
         query = query.where(c.operator_code == operator_code)
     if phone is not None:
         query = query.where(c.phone == phone)
+    if phone_prefix is not None:
+        query = query.where(phone_starts_with(phone_prefix))
     async with db.connect() as conn:
         rows = [r._mapping for r in (await conn.execute(query)).all()]
-    if len(rows) > limit:
-        rows = rows[:limit]
-        return rows, int(rows[-1]["id"])
-    return rows, None
+    page = page_of(rows, limit, lambda row: int(row["id"]))
+    return page.items, page.next_after
 
 
 async def replace(db: AsyncEngine, customer_id: int, fields: CustomerFields) -> CustomerRow:
@@ -135,7 +146,7 @@ async def _update(
     stmt = (
         update(customers)
         .where(customers.c.id == customer_id)
-        .values(**values, updated_at=_now())
+        .values(**values, updated_at=utc_now())
         .returning(*customers.c)
     )
     try:
@@ -156,7 +167,7 @@ async def delete_one(db: AsyncEngine, customer_id: int) -> int:
         cancelled = await conn.execute(
             update(messages)
             .where(messages.c.customer_id == customer_id, messages.c.status == MessageStatus.PENDING)
-            .values(status=MessageStatus.CANCELLED, updated_at=_now())
+            .values(status=MessageStatus.CANCELLED, updated_at=utc_now())
         )
         result = await conn.execute(delete(customers).where(customers.c.id == customer_id))
         if result.rowcount == 0:
@@ -209,24 +220,38 @@ def _upsert_statement(dialect: str) -> Any:
             "timezone": stmt.excluded.timezone,
             "updated_at": stmt.excluded.updated_at,
         },
-    ).returning(customers.c.created_at)
+    ).returning(customers.c.id, customers.c.created_at)
 
 
-async def upsert_batch(db: AsyncEngine, batch: Sequence[CustomerFields]) -> tuple[int, int]:
-    """Create or update customers by phone in one statement and transaction; returns (created, updated).
+@dataclass(frozen=True, slots=True)
+class UpsertOutcome:
+    """What one batch did: the counts, and the ids it created and updated (each id once)."""
+
+    created: int
+    updated: int
+    created_ids: list[int]
+    updated_ids: list[int]
+
+
+async def upsert_batch(db: AsyncEngine, batch: Sequence[CustomerFields]) -> UpsertOutcome:
+    """Create or update customers by phone in one statement and transaction.
 
     Within the batch the last entry for a phone wins; the earlier ones count as updates, as they would
     had they come in separate batches, so created + updated == len(batch).
     """
     if not batch:
-        return 0, 0
+        return UpsertOutcome(0, 0, [], [])
     # One row per phone: PostgreSQL refuses to update a row twice in one statement.
     rows = list({fields.phone: fields for fields in batch}.values())
-    now = _now()
+    now = utc_now()
     async with db.begin() as conn:
         dialect = conn.dialect.name
         result = await conn.execute(_upsert_statement(dialect), _batch_params(dialect, rows, now))
         # An update keeps the row's created_at, so only the rows this statement created carry `now`; exact
         # even when another import writes the same phones at the same time.
-        created = sum(1 for created_at in result.scalars() if created_at == now)
-    return created, len(batch) - created
+        created_ids: list[int] = []
+        updated_ids: list[int] = []
+        for customer_id, created_at in result.tuples():
+            (created_ids if created_at == now else updated_ids).append(customer_id)
+    created = len(created_ids)
+    return UpsertOutcome(created, len(batch) - created, created_ids, updated_ids)

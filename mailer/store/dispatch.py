@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from mailer.domain.sending import ClaimedMessage, MailoutPlan, MessageOutcome
 from mailer.domain.statuses import MailoutStatus, MessageStatus
 from mailer.domain.windows import SendWindow, next_open_by_zone
 from mailer.store.coltypes import UTCDateTime
@@ -41,58 +42,6 @@ _SECONDS_PER_MINUTE = 60
 # Ids per lease-renewal UPDATE: far below SQLite's bound-parameter limit, and a process holds a few times
 # its send concurrency at most, so one statement per round is the usual case.
 RENEW_CHUNK = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class MailoutPlan:
-    """What the engine needs to know about one mailout, read in one query."""
-
-    id: int
-    status: MailoutStatus
-    start_at: datetime
-    end_at: datetime
-    text: str
-    window: SendWindow | None
-    operator_codes: tuple[str, ...]
-    tags: tuple[str, ...]
-    activated_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimedMessage:
-    """A message now in `sending`, leased to this process; `attempts` counts requests made before."""
-
-    id: int
-    mailout_id: int
-    phone: str
-    timezone: str
-    attempts: int
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptRow:
-    """One provider request that was started."""
-
-    started_at: datetime
-    duration_ms: float
-    outcome: str
-    http_status: int | None
-    error: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class MessageOutcome:
-    """The new state of a message in `sending`, with the request that led there (None: no request made)."""
-
-    message_id: int
-    mailout_id: int
-    status: MessageStatus
-    next_attempt_at: datetime | None
-    sent_at: datetime | None
-    error: str | None
-    attempt: AttemptRow | None
-    # Requests made for the message so far, this one included: for the log line of the state change.
-    attempts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,9 +99,12 @@ def _at(value: datetime) -> ColumnElement[datetime]:
 class DispatchStore:
     """The engine's queries over one AsyncEngine (PostgreSQL or SQLite)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, record_engine: AsyncEngine | None = None) -> None:
         self._engine = engine
         self.is_postgres = engine.dialect.name == "postgresql"
+        # PostgreSQL: outcomes are written in autocommit, by default on an engine whose sessions commit
+        # asynchronously (`create_record_engine`); without one, on the main engine (durable commits).
+        self._record_engine = record_engine or engine.execution_options(isolation_level="AUTOCOMMIT")
 
     # --- the scheduler -------------------------------------------------------------------------------------
 
@@ -189,12 +141,13 @@ class DispatchStore:
             operator_codes=tuple(row.operator_codes or ()),
             tags=tuple(row.tags or ()),
             activated_at=row.activated_at,
+            created_at=row.created_at,
         )
 
     # --- activation ----------------------------------------------------------------------------------------
 
     async def activate(self, plan: MailoutPlan, now: datetime, list_max: int = 0) -> Activation | None:
-        """Start a due scheduled mailout and create its messages in the same transaction.
+        """Start a due mailout not yet activated and create its messages in the same transaction.
 
         Returns the messages created (listed when at most `list_max`), or None when another actor (or
         process) won, or the mailout is not due any more. `next_attempt_at` is computed once per distinct
@@ -205,7 +158,9 @@ class DispatchStore:
                 update(mailouts)
                 .where(
                     mailouts.c.id == plan.id,
-                    mailouts.c.status == MailoutStatus.SCHEDULED,
+                    # Running and not activated: created with a start that had come.
+                    mailouts.c.status.in_((MailoutStatus.SCHEDULED, MailoutStatus.RUNNING)),
+                    mailouts.c.activated_at.is_(None),
                     mailouts.c.start_at <= _at(now),
                     mailouts.c.end_at > _at(now),
                 )
@@ -290,7 +245,7 @@ class DispatchStore:
                 update(mailouts)
                 .where(
                     mailouts.c.id == mailout_id,
-                    mailouts.c.status.in_((MailoutStatus.SCHEDULED, MailoutStatus.PAUSED)),
+                    mailouts.c.status.in_(_LIVE_MAILOUT),
                     mailouts.c.activated_at.is_(None),
                     mailouts.c.end_at <= _at(now),
                 )
@@ -325,11 +280,19 @@ class DispatchStore:
                 lease_until=now + timedelta(seconds=lease_s),
                 updated_at=now,
             )
-            .returning(messages.c.id, messages.c.phone, messages.c.timezone, messages.c.attempts)
+            .returning(
+                messages.c.id,
+                messages.c.phone,
+                messages.c.timezone,
+                messages.c.attempts,
+                messages.c.customer_id,
+            )
         )
         async with self._engine.begin() as conn:
             rows = (await conn.execute(statement)).all()
-        claimed = [ClaimedMessage(r.id, mailout_id, r.phone, r.timezone, r.attempts) for r in rows]
+        claimed = [
+            ClaimedMessage(r.id, mailout_id, r.phone, r.timezone, r.attempts, r.customer_id) for r in rows
+        ]
         claimed.sort(key=lambda m: m.id)
         return claimed
 
@@ -345,20 +308,31 @@ class DispatchStore:
             ).scalar_one_or_none()
         return _as_instant(value)
 
-    async def reschedule_pending(self, mailout_id: int, window: SendWindow | None, now: datetime) -> int:
-        """After a window change: each pending message waits for its zone's next opening (set-based)."""
+    async def reschedule_chunk(
+        self, mailout_id: int, window: SendWindow | None, now: datetime, after_id: int, limit: int
+    ) -> tuple[int, int] | None:
+        """After a window change: the next `limit` pending messages (by id, after `after_id`) wait for their
+        zone's next opening. The last id looked at and how many moved, or None when none is left."""
+        pending = and_(messages.c.mailout_id == mailout_id, messages.c.status == MessageStatus.PENDING)
+        ids = (
+            select(messages.c.id)
+            .where(pending, messages.c.id > after_id)
+            .order_by(messages.c.id)
+            .limit(limit)
+        )
         async with self._engine.begin() as conn:
-            scope = and_(messages.c.mailout_id == mailout_id, messages.c.status == MessageStatus.PENDING)
-            zones = (await conn.execute(select(messages.c.timezone).where(scope).distinct())).scalars()
+            last_id = await conn.scalar(select(func.max(ids.subquery().c.id)))
+            if last_id is None:
+                return None
+            chunk = and_(pending, messages.c.id > after_id, messages.c.id <= last_id)
+            zones = (await conn.execute(select(messages.c.timezone).where(chunk).distinct())).scalars()
             opens = next_open_by_zone(now, window, zones)
-            if not opens:
-                return 0
             result = await conn.execute(
                 update(messages)
-                .where(scope)
+                .where(chunk)
                 .values(next_attempt_at=_by_zone(messages.c.timezone, opens, now), updated_at=now)
             )
-            return result.rowcount
+            return int(last_id), max(result.rowcount, 0)
 
     async def expire_pending(self, mailout_id: int, now: datetime) -> int:
         """At the end: pending messages expire, if the end really came and the mailout is not final."""
@@ -394,10 +368,39 @@ class DispatchStore:
             )
             return True
 
+    async def finish_done(self, mailout_id: int, now: datetime) -> bool:
+        """A running mailout none of whose messages is pending or sending any more: finished now."""
+        running = and_(
+            mailouts.c.id == mailout_id,
+            mailouts.c.status == MailoutStatus.RUNNING,
+            mailouts.c.activated_at.is_not(None),
+        )
+        open_messages = select(messages.c.id).where(
+            messages.c.mailout_id == mailout_id,
+            messages.c.status.in_((MessageStatus.PENDING, MessageStatus.SENDING)),
+        )
+        async with self._engine.begin() as conn:
+            # The mailout row first (PostgreSQL: locked; SQLite: one writer anyway): a message being added
+            # holds that lock, so the look for open messages below, a statement of its own, sees it.
+            locked = select(mailouts.c.id).where(running)
+            if self.is_postgres:
+                locked = locked.with_for_update()
+            if (await conn.execute(locked)).first() is None:
+                return False
+            if (await conn.execute(open_messages.limit(1))).first() is not None:
+                return False
+            await conn.execute(
+                update(mailouts)
+                .where(running)
+                .values(status=MailoutStatus.FINISHED, finished_at=now, updated_at=now)
+            )
+            return True
+
     # --- the recorder --------------------------------------------------------------------------------------
 
     async def record(self, outcomes: Sequence[MessageOutcome], now: datetime) -> None:
-        """Write a batch of outcomes: one UPDATE of messages (executemany on SQLite), one INSERT of attempts.
+        """Write a batch of outcomes: on PostgreSQL one statement (UPDATE of messages, INSERT of attempts); on
+        SQLite an executemany UPDATE and one INSERT in a transaction.
 
         Only rows still in `sending` change: a message cancelled or recovered meanwhile keeps its new state.
         """
@@ -429,22 +432,19 @@ class DispatchStore:
             for o in outcomes
             if o.attempt is not None
         ]
+        if self.is_postgres:
+            # One set-based statement: the counter triggers fire once per batch instead of once per row, and
+            # rows are locked in id order, so two processes' batches cannot deadlock on them.
+            ordered = sorted(message_params, key=_message_id)
+            arrays = {name: [p[key] for p in ordered] for name, key in _PG_RECORD_ARRAYS.items()}
+            attempts = {name: [p[key] for p in attempt_params] for name, key in _PG_ATTEMPT_ARRAYS.items()}
+            # Autocommit: the statement is its own transaction, and the UPDATE and the attempts' INSERT commit
+            # together. On the record engine the commit is asynchronous (`create_record_engine`).
+            async with self._record_engine.connect() as conn:
+                await conn.execute(_PG_RECORD_STATEMENT, arrays | attempts | {"now": now})
+            return
         async with self._engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                # Senders wait for this commit before their next message; an fsync per batch would make the
-                # send rate a function of disk latency. Losing the last outcomes in a PostgreSQL crash only
-                # means their messages are leased again and re-sent: at-least-once, as the contract says.
-                await conn.execute(_ASYNC_COMMIT)
-                # One set-based statement: the counter triggers fire once per batch instead of once per row,
-                # and rows are locked in id order, so two processes' batches cannot deadlock on them.
-                ordered = sorted(message_params, key=_message_id)
-                await conn.execute(
-                    _PG_RECORD_STATEMENT,
-                    {name: [p[key] for p in ordered] for name, key in _PG_RECORD_ARRAYS.items()}
-                    | {"now": now},
-                )
-            else:
-                await conn.execute(_RECORD_STATEMENT, message_params)
+            await conn.execute(_RECORD_STATEMENT, message_params)
             if attempt_params:
                 # An executemany INSERT is sent as multi-row VALUES by SQLAlchemy ("insertmanyvalues").
                 await conn.execute(message_attempts.insert(), attempt_params)
@@ -540,27 +540,52 @@ _PG_RECORD_ARRAYS = {
 }
 
 
+# The attempts' array parameters of the one-statement record and the attempt row key each is built from.
+_PG_ATTEMPT_ARRAYS = {
+    "a_message_ids": "message_id",
+    "a_mailout_ids": "mailout_id",
+    "a_started": "started_at",
+    "a_durations": "duration_ms",
+    "a_outcomes": "outcome",
+    "a_statuses": "http_status",
+    "a_errors": "error",
+}
+
+
 def _message_id(params: dict[str, Any]) -> int:
     return int(params["b_id"])
 
 
-_ASYNC_COMMIT = text("SET LOCAL synchronous_commit = off")
-
+# The outcomes' UPDATE and the attempts' INSERT as data-modifying CTEs of one statement, run in autocommit:
+# one round trip per batch instead of BEGIN, SET, UPDATE, INSERT, COMMIT.
 _PG_RECORD_STATEMENT = text(
     """
-    UPDATE messages AS m SET
-        status = v.status,
-        attempts = m.attempts + v.inc,
-        next_attempt_at = v.next_at,
-        sent_at = COALESCE(v.sent_at, m.sent_at),
-        last_error = COALESCE(v.error, m.last_error),
-        lease_until = NULL,
-        updated_at = :now
-    FROM unnest(
-        CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:incs AS integer[]),
-        CAST(:nexts AS timestamptz[]), CAST(:sents AS timestamptz[]), CAST(:errors AS text[])
-    ) AS v(id, status, inc, next_at, sent_at, error)
-    WHERE m.id = v.id AND m.status = 'sending'
+    WITH updated AS (
+        UPDATE messages AS m SET
+            status = v.status,
+            attempts = m.attempts + v.inc,
+            next_attempt_at = v.next_at,
+            sent_at = COALESCE(v.sent_at, m.sent_at),
+            last_error = COALESCE(v.error, m.last_error),
+            lease_until = NULL,
+            updated_at = :now
+        FROM unnest(
+            CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:incs AS integer[]),
+            CAST(:nexts AS timestamptz[]), CAST(:sents AS timestamptz[]), CAST(:errors AS text[])
+        ) AS v(id, status, inc, next_at, sent_at, error)
+        WHERE m.id = v.id AND m.status = 'sending'
+        RETURNING m.id
+    ), inserted AS (
+        INSERT INTO message_attempts
+            (message_id, mailout_id, started_at, duration_ms, outcome, http_status, error)
+        SELECT * FROM unnest(
+            CAST(:a_message_ids AS bigint[]), CAST(:a_mailout_ids AS bigint[]),
+            CAST(:a_started AS timestamptz[]), CAST(:a_durations AS double precision[]),
+            CAST(:a_outcomes AS text[]), CAST(:a_statuses AS integer[]), CAST(:a_errors AS text[])
+        )
+        RETURNING id
+    )
+    SELECT (SELECT count(*) FROM updated), (SELECT count(*) FROM inserted)
     """
 )
 

@@ -9,18 +9,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, insert, select
+from sqlalchemy import ColumnElement, insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailer.domain.errors import ConflictError, NotFoundError
 from mailer.domain.mailouts import check_accepts_messages
-from mailer.domain.statuses import MessageStatus
+from mailer.domain.statuses import MailoutStatus, MessageStatus
 from mailer.domain.windows import load_zone, next_open
 from mailer.store import mailouts as mailout_store
-from mailer.store.mailouts import Page, page_of
-from mailer.store.tables import customers, message_attempts, messages
+from mailer.store.paging import Page, page_of
+from mailer.store.tables import customers, mailouts, message_attempts, messages
 
 RESOURCE = "message"
 
@@ -99,13 +99,23 @@ async def get_with_attempts(db: AsyncEngine, message_id: int) -> MessageWithAtte
 async def add(db: AsyncEngine, mailout_id: int, customer_id: int, now: datetime) -> RowMapping:
     """A pending message for one customer, due when its window first opens after the later of now and start.
 
-    NotFoundError for an unknown mailout or customer, ConflictError when the mailout will not send again or
-    already has a message for that customer.
+    A mailout that finished early (every message final) before its end is running again. NotFoundError for
+    an unknown mailout or customer, ConflictError when the mailout will not send again or already has a
+    message for that customer.
     """
     async with db.begin() as conn:
         # Locked so that a cancel running at the same time cannot miss the new pending message.
         mailout = await mailout_store.read(conn, mailout_id, lock=True)
-        check_accepts_messages(mailout.status)
+        if mailout.status is MailoutStatus.FINISHED and mailout.activated_at and now < mailout.spec.end_at:
+            # It finished early because every message was final; before its end a new message reopens it
+            # (the customer is meant to get the text). After its end, or cancelled, it takes none (409).
+            await conn.execute(
+                update(mailouts)
+                .where(mailouts.c.id == mailout_id)
+                .values(status=MailoutStatus.RUNNING, finished_at=None, updated_at=now)
+            )
+        else:
+            check_accepts_messages(mailout.status)
         customer = (
             (
                 await conn.execute(

@@ -18,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from mailer.domain.errors import NotFoundError
 from mailer.domain.mailouts import Mailout
 from mailer.domain.statuses import MailoutStatus, MessageStatus, Outcome
-from mailer.store.mailouts import RESOURCE, Page, from_row, listing, page_of
+from mailer.store.mailouts import RESOURCE, from_row, listing
+from mailer.store.paging import Page, page_of
 from mailer.store.tables import mailout_attempt_counts, mailout_message_counts, mailouts, messages
 
 # Every kind of failed request; the statistics show all of them, zeros included.

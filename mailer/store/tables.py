@@ -11,6 +11,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -74,6 +75,8 @@ messages = Table(
     "messages",
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
+    # On PostgreSQL triggers on `mailouts` and `customers` do what these two constraints do on delete
+    # (migration 0007: their per-row checks were half of an activation); SQLite enforces them as declared.
     Column("mailout_id", BigId, ForeignKey("mailouts.id", ondelete="CASCADE"), nullable=False),
     # SET NULL: deleting a customer keeps the history of what was sent to it (phone is copied here).
     Column("customer_id", BigId, ForeignKey("customers.id", ondelete="SET NULL"), nullable=True),
@@ -102,7 +105,8 @@ message_attempts = Table(
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("message_id", BigId, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
-    # Denormalised so that error counts by kind need no join with a million messages.
+    # Denormalised so that error counts by kind need no join with a million messages. On PostgreSQL without
+    # the constraint (migration 0007): an attempt goes with its message, which goes with its mailout.
     Column("mailout_id", BigId, ForeignKey("mailouts.id", ondelete="CASCADE"), nullable=False),
     Column("started_at", UTCDateTime, nullable=False),
     Column("duration_ms", Float, nullable=False),
@@ -131,6 +135,25 @@ report_runs = Table(
     Column("last_error", Text, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# One row per (API user, Idempotency-Key) of a create (mailer/api/idempotency.py, migration 0006). The primary
+# key makes the first request the only one to insert it, in every process; `status_code` is null while that
+# request runs, and `locked_until` lets another take over once a process died before storing its response.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("user_name", String(255), primary_key=True),
+    Column("idem_key", String(255), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("content_type", String(255), nullable=True),
+    Column("body", LargeBinary, nullable=True),
+    Column("locked_until", UTCDateTime, nullable=True),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    # The purge deletes by expiry.
+    Index(None, "expires_at"),
 )
 
 # Message counts per (mailout, status) and attempt counts per (mailout, outcome), kept exact by triggers in

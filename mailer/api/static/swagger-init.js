@@ -7,8 +7,8 @@ window.addEventListener("load", function () {
     url: new URL("../openapi.json", here).href,
     dom_id: "#swagger-ui",
     deepLinking: true,
-    // Keeps the token across reloads, so "Authorize" is needed once per browser session.
-    persistAuthorization: true,
+    // No persistAuthorization: it would keep the bearer token in localStorage, readable by any script on
+    // this origin and left behind after the tab closes. "Authorize" again after a reload.
     tryItOutEnabled: false,
     displayRequestDuration: true,
     // The default sends the document to validator.swagger.io for a badge: no internet, and not our data to send.

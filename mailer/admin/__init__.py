@@ -1,0 +1,1 @@
+"""The admin web UI: an aiohttp sub-application mounted at /admin/."""
