@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -468,3 +469,39 @@ async def poll(check: Callable[[], Awaitable[bool]], interval_s: float, timeout_
             raise TimeoutError(f"not done within {timeout_s:g} s")
         await asyncio.sleep(interval_s)
     return time.perf_counter() - started
+
+
+class Api:
+    """The few calls of the service's API the benchmarks make, with the token in place."""
+
+    def __init__(self, session: aiohttp.ClientSession, service: Process, token: str) -> None:
+        self.session = session
+        self.base_url = service.base_url
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        async with self.session.request(
+            method, self.base_url + path, json=body, headers=self.headers
+        ) as response:
+            if response.status >= 400:
+                raise RuntimeError(f"{method} {path}: {response.status} {await response.text()}")
+            return await response.json()
+
+    async def create_mailout(self, text: str, window: dict[str, str] | None = None) -> int:
+        """A mailout to everyone, started a minute ago, ending in a day."""
+        now = datetime.now(UTC)
+        body: dict[str, Any] = {
+            "start_at": (now - timedelta(minutes=1)).isoformat(),
+            "end_at": (now + timedelta(days=1)).isoformat(),
+            "text": text,
+        }
+        if window is not None:
+            body["send_window"] = window
+        return int((await self.call("POST", "/api/mailouts/", body))["id"])
+
+    async def stats(self, mailout_id: int) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("GET", f"/api/mailouts/{mailout_id}/stats")
+        return result
+
+    async def status(self, mailout_id: int) -> str:
+        return str((await self.call("GET", f"/api/mailouts/{mailout_id}"))["status"])

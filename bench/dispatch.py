@@ -44,6 +44,7 @@ if __package__ in (None, ""):  # run as `python bench/dispatch.py`: make `bench`
 
 from bench.common import (
     DEFAULT_PG_URL,
+    Api,
     BenchDatabase,
     Process,
     RssSampler,
@@ -96,38 +97,6 @@ def parse_args() -> argparse.Namespace:
         "--log-level", default="INFO", help="MAILER_LOG_LEVEL of the service (INFO: every journey line)"
     )
     return parser.parse_args()
-
-
-class Api:
-    """The few calls the benchmark makes, with the token in place."""
-
-    def __init__(self, session: aiohttp.ClientSession, service: Process, token: str) -> None:
-        self.session = session
-        self.base_url = service.base_url
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    async def call(self, method: str, path: str, body: Any = None) -> Any:
-        async with self.session.request(
-            method, self.base_url + path, json=body, headers=self.headers
-        ) as response:
-            if response.status >= 400:
-                raise RuntimeError(f"{method} {path}: {response.status} {await response.text()}")
-            return await response.json()
-
-    async def create_mailout(self, window: dict[str, str] | None) -> int:
-        now = datetime.now(UTC)
-        body: dict[str, Any] = {
-            "start_at": (now - timedelta(minutes=1)).isoformat(),
-            "end_at": (now + timedelta(days=1)).isoformat(),
-            "text": TEXT,
-        }
-        if window is not None:
-            body["send_window"] = window
-        return int((await self.call("POST", "/api/mailouts/", body))["id"])
-
-    async def stats(self, mailout_id: int) -> dict[str, Any]:
-        result: dict[str, Any] = await self.call("GET", f"/api/mailouts/{mailout_id}/stats")
-        return result
 
 
 def open_count(stats: dict[str, Any]) -> int:
@@ -210,7 +179,7 @@ async def part_a(args: argparse.Namespace, session: aiohttp.ClientSession, info:
                 log_bytes_before = service.log_path.stat().st_size
                 sandbox_cpu_before = cpu_seconds(sandbox.pid)
                 started = time.perf_counter()
-                mailout_id = await api.create_mailout(None)
+                mailout_id = await api.create_mailout(TEXT)
                 if args.py_spy is not None:
                     spy = start_py_spy(service.pid, args.py_spy, 30)
 
@@ -323,7 +292,7 @@ async def part_bc(
                 # (b) activation with the window closed: every message created, none sent
                 load_before = load()
                 started = time.perf_counter()
-                mailout_id = await api.create_mailout(closed_window(datetime.now(UTC)))
+                mailout_id = await api.create_mailout(TEXT, closed_window(datetime.now(UTC)))
                 created_s = time.perf_counter() - started
 
                 async def all_created() -> bool:

@@ -29,6 +29,8 @@ log = structlog.get_logger(__name__)
 
 # /readyz must answer quickly even when the database hangs.
 DB_CHECK_TIMEOUT_S = 2.0
+# Message ids whose deliveries the built-in sandbox counts (oldest forgotten first): about 8 MB at most.
+EMBEDDED_SANDBOX_COUNTS = 100_000
 
 
 def create_app(settings: Settings, *, with_engine: bool = True) -> web.Application:
@@ -48,6 +50,7 @@ def create_app(settings: Settings, *, with_engine: bool = True) -> web.Applicati
     app[keys.HEALTH] = Health()
     app[keys.TOKENS] = _token_issuer(settings)
     app[keys.ENGINE] = IdleEngine()
+    app[keys.PROVIDER_TOKEN] = _provider_token(settings)
     app.on_response_prepare.append(security_headers)
 
     app.cleanup_ctx.append(db_ctx)
@@ -99,12 +102,33 @@ def _add_sandbox(app: web.Application, settings: Settings) -> None:
         garbage_rate=settings.sandbox_garbage_rate,
         hang_rate=settings.sandbox_hang_rate,
     )
-    token = settings.sandbox_token or settings.provider_token
-    # Its control routes show every phone and text sent: inside the service they need the admin's token.
+    # Its send API wants the token the engine sends (never none: see _provider_token); its control routes
+    # show every phone and text sent, so inside the service they need the admin's token.
     sandbox = create_sandbox_app(
-        faults, token.get_secret_value() if token else None, control_guard=auth.require_token
+        faults,
+        app[keys.PROVIDER_TOKEN],
+        counts_size=EMBEDDED_SANDBOX_COUNTS,
+        control_guard=auth.require_token,
     )
     app.add_subapp("/sandbox/v1", sandbox)
+
+
+def _provider_token(settings: Settings) -> str | None:
+    """The one bearer token between the engine and its provider.
+
+    With the built-in sandbox it is also the token the sandbox checks: MAILER_SANDBOX_TOKEN or
+    MAILER_PROVIDER_TOKEN when set, else a random per-process one, so that no stranger can send through
+    it (and fill its records) while the service itself still can.
+    """
+    token = settings.provider_token
+    if settings.provider_url is not None:
+        return token.get_secret_value() if token else None
+    token = settings.sandbox_token or token
+    if token is not None:
+        return token.get_secret_value()
+    generated = generate_secret()
+    log_setup.register_secret(generated)
+    return generated
 
 
 def _token_issuer(settings: Settings) -> TokenIssuer:

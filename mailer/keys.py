@@ -17,3 +17,5 @@ READ_DB = web.AppKey("read_db", AsyncEngine)
 TOKENS = web.AppKey("tokens", TokenIssuer)
 ENGINE: web.AppKey[EnginePort] = web.AppKey("engine")
 HEALTH = web.AppKey("health", Health)
+# The bearer token the engine sends to the provider; with the built-in sandbox, the one it checks too.
+PROVIDER_TOKEN: web.AppKey[str | None] = web.AppKey("provider_token")

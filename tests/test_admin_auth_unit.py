@@ -199,6 +199,12 @@ def test_bad_claims_are_refused(payload: dict[str, Any], words: str) -> None:
         verify(signed(payload))
 
 
+@pytest.mark.parametrize("audience", [5, 1.5, True, {CLIENT: 1}, [CLIENT, 5], [[CLIENT]]])
+def test_an_audience_of_another_type_is_refused(audience: object) -> None:
+    with pytest.raises(IdTokenError, match="aud"):
+        verify(signed(claims(aud=audience, azp=CLIENT)))
+
+
 def test_alg_none_is_refused() -> None:
     header = b64(json.dumps({"alg": "none", "kid": "rsa-1"}).encode())
     token = f"{header}.{b64(json.dumps(claims()).encode())}."

@@ -75,15 +75,15 @@ async def test_kill_9_mid_mailout_then_restart_delivers_everything(
     await eventually(lambda: finished(second, mailout_id, TOTAL), DELIVERY_TIMEOUT_S, "all delivered")
 
     result = delivery(await sandbox.counts(), await second.stats(mailout_id))
-    print(
-        f"\nkill -9 ({database_url.split(':')[0]}): accepted at kill {accepted_at_kill}, "
+    summary = (
+        f"kill -9 ({database_url.split(':')[0]}): accepted at kill {accepted_at_kill}, "
         f"duplicates {result.duplicates}, resumed {resume_s:.1f} s after the kill"
     )
-    assert result.unique == TOTAL
-    assert result.duplicates <= DUPLICATES_MAX
+    assert result.unique == TOTAL, summary
+    assert result.duplicates <= DUPLICATES_MAX, summary
     # Exactly-once accounting: one `sent` per message the provider took, whatever it took twice.
-    assert result.stats_sent == result.unique
-    assert result.by_status["sent"] == TOTAL
+    assert result.stats_sent == result.unique, summary
+    assert result.by_status["sent"] == TOTAL, summary
 
 
 async def test_a_second_process_on_one_sqlite_file_is_refused(procs: Processes, tmp_path: Path) -> None:

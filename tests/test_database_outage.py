@@ -83,11 +83,11 @@ async def test_sending_resumes_by_itself_after_the_database_comes_back(
     stats = await eventually(lambda: finished(service, mailout_id, TOTAL), DELIVERY_TIMEOUT_S, "all sent")
 
     result = delivery(await sandbox.counts(), stats)
-    print(
-        f"\ndatabase outage: {killed} sessions killed in {OUTAGE_S} s; /readyz saw {sorted(map(str, seen))}; "
+    summary = (
+        f"database outage: {killed} sessions killed in {OUTAGE_S} s; /readyz saw {sorted(map(str, seen))}; "
         f"ready {ready_s:.1f} s and {RESUMED_SENDS} new sends {resume_s:.1f} s after the database was back; "
         f"duplicates {result.duplicates}"
     )
     assert 503 in seen, f"/readyz never said 503 during the outage: {seen}"
-    assert result.unique == TOTAL
-    assert result.stats_sent == result.unique
+    assert result.unique == TOTAL, summary
+    assert result.stats_sent == result.unique, summary

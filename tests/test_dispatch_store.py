@@ -29,7 +29,7 @@ async def store(db_url: str) -> AsyncIterator[DispatchStore]:
 
 
 async def add_customer(store: DispatchStore, n: int, *, zone: str = "UTC", tag: str | None = None) -> int:
-    async with store._engine.begin() as conn:
+    async with store._db.begin() as conn:
         result = await conn.execute(
             insert(customers).values(
                 phone=f"7900{n:07d}",
@@ -67,7 +67,7 @@ async def add_mailout(
         "updated_at": NOW,
         "activated_at": NOW if status is not MailoutStatus.SCHEDULED else None,
     }
-    async with store._engine.begin() as conn:
+    async with store._db.begin() as conn:
         result = await conn.execute(insert(mailouts).values(**values))
         key = result.inserted_primary_key
         assert key is not None
@@ -79,7 +79,7 @@ def _seconds(value: time) -> int:
 
 
 async def rows_of(store: DispatchStore, mailout_id: int) -> list[Any]:
-    async with store._engine.connect() as conn:
+    async with store._db.connect() as conn:
         result = await conn.execute(
             select(messages).where(messages.c.mailout_id == mailout_id).order_by(messages.c.id)
         )
@@ -147,7 +147,7 @@ async def test_claims_take_due_messages_of_a_running_mailout_in_order(store: Dis
     mailout_id = await add_mailout(store)
     await activated(store, mailout_id)
     ids = [row.id for row in await rows_of(store, mailout_id)]
-    async with store._engine.begin() as conn:
+    async with store._db.begin() as conn:
         await conn.execute(
             update(messages).where(messages.c.id == ids[0]).values(next_attempt_at=NOW + timedelta(minutes=5))
         )
@@ -162,7 +162,7 @@ async def test_claims_take_due_messages_of_a_running_mailout_in_order(store: Dis
     assert rows[ids[1]].lease_until == NOW + timedelta(seconds=LEASE_S)
     assert rows[ids[0]].status == MessageStatus.PENDING
 
-    async with store._engine.begin() as conn:
+    async with store._db.begin() as conn:
         await conn.execute(update(mailouts).values(status=MailoutStatus.PAUSED))
     assert await store.claim(mailout_id, NOW + timedelta(hours=1), 10, LEASE_S) == []
 
@@ -194,7 +194,7 @@ async def test_outcomes_are_recorded_in_one_batch(store: DispatchStore) -> None:
     assert (rows[claimed[1].id].status, rows[claimed[1].id].next_attempt_at) == ("pending", retry_at)
     assert rows[claimed[1].id].last_error == "HTTP 503"
     assert rows[never_claimed].status == "pending"
-    async with store._engine.connect() as conn:
+    async with store._db.connect() as conn:
         attempts = (await conn.execute(select(message_attempts))).all()
     assert len(attempts) == 2
     assert {a.outcome for a in attempts} == {"transient"}
@@ -207,7 +207,7 @@ async def test_lease_recovery_follows_the_mailout(store: DispatchStore) -> None:
     for mailout_id in (live, cancelled):
         await activated(store, mailout_id)
         await store.claim(mailout_id, NOW, 10, LEASE_S)
-    async with store._engine.begin() as conn:
+    async with store._db.begin() as conn:
         await conn.execute(
             update(mailouts).where(mailouts.c.id == cancelled).values(status=MailoutStatus.CANCELLED)
         )

@@ -3,31 +3,14 @@ its end reopens it; a create whose start has come answers `running`. On both dat
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import select
 
-from mailer.settings import Settings
 from mailer.store.tables import mailouts
-from tests.conftest import AiohttpClient
-from tests.engine_support import FAST_ENGINE, Sandbox, Service, now, start_sandbox, start_service
+from tests.engine_fixtures import sandbox_fixture, service_fixture  # noqa: F401 (fixtures)
+from tests.engine_support import Service, now
 from tests.polling import eventually
-
-
-@pytest.fixture
-async def sandbox() -> AsyncIterator[Sandbox]:
-    box = await start_sandbox()
-    yield box
-    await box.server.close()
-
-
-@pytest.fixture
-async def service(
-    aiohttp_client: AiohttpClient, settings_factory: Callable[..., Settings], sandbox: Sandbox
-) -> Service:
-    return await start_service(aiohttp_client, settings_factory(provider_url=sandbox.url, **FAST_ENGINE))
 
 
 async def status_of(service: Service, mailout_id: int) -> str:

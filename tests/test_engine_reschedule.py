@@ -3,34 +3,18 @@ messages the new window lets go are sent at once. Real engine, both databases.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 import pytest
 
 from mailer.engine import rescheduler
-from mailer.settings import Settings
-from tests.conftest import AiohttpClient
-from tests.engine_support import FAST_ENGINE, Sandbox, Service, now, start_sandbox, start_service
+from tests.engine_fixtures import sandbox_fixture, service_fixture  # noqa: F401 (fixtures)
+from tests.engine_support import Sandbox, Service, now
 from tests.polling import eventually
 
 CUSTOMERS = 7
 # Smaller than the audience, so that the rewrite takes several chunks.
 CHUNK = 2
-
-
-@pytest.fixture
-async def sandbox() -> AsyncIterator[Sandbox]:
-    box = await start_sandbox()
-    yield box
-    await box.server.close()
-
-
-@pytest.fixture
-async def service(
-    aiohttp_client: AiohttpClient, settings_factory: Callable[..., Settings], sandbox: Sandbox
-) -> Service:
-    return await start_service(aiohttp_client, settings_factory(provider_url=sandbox.url, **FAST_ENGINE))
 
 
 async def test_opening_the_window_sends_what_waited_for_it(

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
 from mailer.domain.windows import SendWindow, load_zone, next_open
@@ -14,22 +13,9 @@ from mailer.settings import Settings
 from mailer.store.db import create_engine
 from mailer.store.tables import messages
 from tests.conftest import AiohttpClient
-from tests.engine_support import FAST_ENGINE, Sandbox, Service, now, start_sandbox, start_service
+from tests.engine_fixtures import sandbox_fixture, service_fixture  # noqa: F401 (fixtures)
+from tests.engine_support import FAST_ENGINE, Sandbox, Service, now, start_service
 from tests.polling import eventually
-
-
-@pytest.fixture
-async def sandbox() -> AsyncIterator[Sandbox]:
-    box = await start_sandbox()
-    yield box
-    await box.server.close()
-
-
-@pytest.fixture
-async def service(
-    aiohttp_client: AiohttpClient, settings_factory: Callable[..., Settings], sandbox: Sandbox
-) -> Service:
-    return await start_service(aiohttp_client, settings_factory(provider_url=sandbox.url, **FAST_ENGINE))
 
 
 async def all_final(service: Service, mailout_id: int) -> dict[str, Any] | None:

@@ -64,12 +64,12 @@ async def test_sigterm_exits_within_the_grace_period_and_nothing_is_lost(
     stats = await eventually(lambda: finished(second, mailout_id, TOTAL), DELIVERY_TIMEOUT_S, "all sent")
 
     result = delivery(await sandbox.counts(), stats)
-    print(
-        f"\nSIGTERM: exited {exit_s:.1f} s after the signal (grace {GRACE_S} s); accepted before the restart "
+    summary = (
+        f"SIGTERM: exited {exit_s:.1f} s after the signal (grace {GRACE_S} s); accepted before the restart "
         f"{accepted_before}; duplicates {result.duplicates}; cut requests {stats['errors_by_kind']['cut']}"
     )
-    assert result.unique == TOTAL
-    assert result.stats_sent == result.unique
+    assert result.unique == TOTAL, summary
+    assert result.stats_sent == result.unique, summary
     # The requests cut at shutdown never reached the provider's books: nothing was taken twice.
-    assert result.duplicates == 0
-    assert stats["errors_by_kind"]["cut"] >= CONCURRENCY
+    assert result.duplicates == 0, summary
+    assert stats["errors_by_kind"]["cut"] >= CONCURRENCY, summary

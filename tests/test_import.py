@@ -12,8 +12,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 
-from mailer.api.imports import BATCH_ROWS, MAX_LINE_BYTES, MAX_LISTED_ERRORS, paced
+from mailer.api.imports import BATCH_ROWS, MAX_LINE_BYTES, MAX_LISTED_ERRORS
 from mailer.app import create_app
+from mailer.operations.pacing import paced
 from mailer.settings import Settings
 from mailer.store.tables import customers
 from tests.conftest import ADMIN_PASSWORD, AiohttpClient, Api

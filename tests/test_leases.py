@@ -30,7 +30,7 @@ async def store(db_url: str) -> AsyncIterator[DispatchStore]:
 
 async def _running_mailout(store: DispatchStore, size: int) -> int:
     """A running mailout with `size` pending messages, due now (rows written directly: no activation)."""
-    async with store._engine.begin() as conn:
+    async with store._db.begin() as conn:
         mailout_id = (
             await conn.execute(
                 insert(mailouts)
@@ -78,7 +78,7 @@ async def _running_mailout(store: DispatchStore, size: int) -> int:
 
 
 async def _leases(store: DispatchStore, mailout_id: int) -> dict[int, datetime | None]:
-    async with store._engine.connect() as conn:
+    async with store._db.connect() as conn:
         rows = await conn.execute(
             select(messages.c.id, messages.c.lease_until).where(messages.c.mailout_id == mailout_id)
         )
@@ -90,7 +90,7 @@ async def test_renewal_pushes_the_leases_of_sending_rows_only(store: DispatchSto
     claimed = await store.claim(mailout_id, NOW, 4, LEASE_S)
     ids = [m.id for m in claimed]
     # One of them has its outcome recorded meanwhile: it is no longer ours to renew.
-    async with store._engine.begin() as conn:
+    async with store._db.begin() as conn:
         await conn.execute(
             update(messages)
             .where(messages.c.id == ids[0])

@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailer.domain.retry import MAX_RETRY_AFTER_S, RetryPolicy, backoff_s, next_attempt_at
+from mailer.domain.retry import (
+    MAX_RETRY_AFTER_S,
+    RetryPolicy,
+    backoff_ceiling_s,
+    backoff_s,
+    next_attempt_at,
+)
 
 NOW = datetime(2025, 1, 1, 12, tzinfo=UTC)
 FAR = NOW + timedelta(days=1)
@@ -96,6 +102,31 @@ def test_backoff_within_bounds(policy: RetryPolicy, attempt: int, rng: random.Ra
     # POLICIES keep cap / base under 2**14, so past that many doublings the cap is the bound.
     bound = policy.cap_s if attempt > 100 else min(policy.cap_s, policy.base_s * 2.0 ** (attempt - 1))
     assert 0.0 <= delay <= bound
+
+
+@settings(deadline=None, max_examples=300)
+@given(POLICIES, st.integers(1, 10**9))
+def test_backoff_ceiling_doubles_to_the_cap(policy: RetryPolicy, attempt: int) -> None:
+    ceiling = backoff_ceiling_s(attempt, policy.base_s, policy.cap_s)
+    assert policy.base_s <= ceiling <= policy.cap_s
+    # POLICIES keep cap / base under 2**14, so past that many doublings the cap is the value.
+    expected = policy.cap_s if attempt > 100 else min(policy.cap_s, policy.base_s * 2.0 ** (attempt - 1))
+    assert ceiling == pytest.approx(expected, rel=1e-12)
+    # Monotone: a later attempt never waits less, and it at most doubles the wait.
+    following = backoff_ceiling_s(attempt + 1, policy.base_s, policy.cap_s)
+    assert ceiling <= following <= 2 * ceiling
+
+
+@given(st.floats(1e-300, 1e300), st.integers(1, 10**12))
+def test_backoff_ceiling_never_overflows(base_s: float, attempt: int) -> None:
+    assert backoff_ceiling_s(attempt, base_s, 1e300) <= 1e300
+
+
+def test_backoff_ceiling_rejects_nonsense() -> None:
+    with pytest.raises(ValueError, match="start at 1"):
+        backoff_ceiling_s(0, 1.0, 2.0)
+    with pytest.raises(ValueError, match="base_s <= cap_s"):
+        backoff_ceiling_s(1, 2.0, 1.0)
 
 
 @settings(deadline=None, max_examples=300)

@@ -92,14 +92,14 @@ async def test_three_processes_share_a_mailout_and_survive_losing_one(
 
     counts = merge_counts(*await asyncio.gather(*(s.counts() for s in sandboxes)))
     result = delivery(counts, stats)
-    print(
-        f"\nscale-out: every process sending {start_on_all_s:.2f} s after the create; shares at the kill "
+    summary = (
+        f"scale-out: every process sending {start_on_all_s:.2f} s after the create; shares at the kill "
         f"{shares}; duplicates {result.duplicates}; finished {finish_s:.1f} s after the kill"
     )
     assert all(share >= MIN_SHARE * sum(shares) for share in shares), shares
-    assert result.unique == TOTAL
-    assert result.duplicates <= DUPLICATES_MAX
-    assert result.stats_sent == result.unique
+    assert result.unique == TOTAL, summary
+    assert result.duplicates <= DUPLICATES_MAX, summary
+    assert result.stats_sent == result.unique, summary
     # Both survivors kept sending after the kill: no leader, no hand-over.
     after = await _accepted(sandboxes)
     assert after[0] > shares[0], (shares, after)

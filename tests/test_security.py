@@ -175,7 +175,9 @@ async def test_the_sandbox_control_api_answers_the_admin(api: Api) -> None:
     assert resp.status == 200
     assert (await resp.json())["items"] == []
     # The send API itself stays as the provider's: it checks the provider token, not the admin's.
-    resp = await api.client.post("/sandbox/v1/send/1", json={"id": 1, "phone": 79001234567, "text": "x"})
+    body = {"id": 1, "phone": 79001234567, "text": "x"}
+    provider = {"Authorization": f"Bearer {api.client.app[keys.PROVIDER_TOKEN]}"}
+    resp = await api.client.post("/sandbox/v1/send/1", json=body, headers=provider)
     assert resp.status == 200
 
 

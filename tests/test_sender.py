@@ -14,9 +14,10 @@ from mailer.domain.breaker import CircuitBreaker
 from mailer.domain.retry import RetryPolicy
 from mailer.domain.sending import ClaimedMessage, MailoutPlan, MessageOutcome
 from mailer.domain.statuses import MailoutStatus, MessageStatus, Outcome
+from mailer.engine.attempt import SenderConfig
 from mailer.engine.jobs import LiveMailout, SendJob
 from mailer.engine.recorder import Recorder
-from mailer.engine.sender import UNRECORDED_PER_WORKER, SenderConfig, SenderPool
+from mailer.engine.sender import UNRECORDED_PER_WORKER, SenderPool
 from mailer.provider.client import SendResult
 
 CONCURRENCY = 4

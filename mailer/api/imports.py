@@ -6,10 +6,6 @@ are `mailer.operations.imports`, which the admin UI's upload runs too.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncGenerator, AsyncIterable
-from contextlib import aclosing
-
 from aiohttp import web
 from aiohttp_pydantic.oas.typing import r200, r413, r415, r422
 
@@ -28,30 +24,6 @@ NDJSON_TYPES = frozenset(
     {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/json-lines"}
 )
 CSV_TYPES = frozenset({"text/csv"})
-# Parsing is CPU on the event loop, and a body already buffered is read without ever waiting: fed whole, a
-# 6 MB body of bad lines held every other request (and /healthz, hence a liveness probe) for seconds. Fed
-# in slices of at most PARSE_SLICE_BYTES (under 200 short lines, about 1.5 ms of parsing refused lines),
-# with a loop turn whenever PARSE_SLICE_S has passed, another request waits a few milliseconds per loop
-# turn it needs (aiohttp takes two or three to answer one); a turn costs about 20 us, 1 % of the import.
-PARSE_SLICE_BYTES = 1024
-PARSE_SLICE_S = 0.002
-
-
-async def paced(
-    chunks: AsyncIterable[bytes],
-    slice_bytes: int = PARSE_SLICE_BYTES,
-    slice_s: float = PARSE_SLICE_S,
-) -> AsyncGenerator[bytes]:
-    """`chunks` cut into slices of at most `slice_bytes`, giving the loop a turn every `slice_s` of work."""
-    loop = asyncio.get_running_loop()
-    turn_at = loop.time() + slice_s
-    async for chunk in chunks:
-        view = memoryview(chunk)
-        for start in range(0, len(view), slice_bytes):
-            if loop.time() >= turn_at:
-                await asyncio.sleep(0)  # a turn for every other task, whatever the consumer does
-                turn_at = loop.time() + slice_s
-            yield bytes(view[start : start + slice_bytes])
 
 
 def _body_format(request: web.Request) -> BodyFormat:
@@ -101,8 +73,7 @@ class CustomerImportView(ApiView):
             raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=request.content_length)
 
         try:
-            async with aclosing(paced(request.content.iter_any())) as chunks:
-                outcome = await operations.run_import(self.db, chunks, body_format, max_bytes)
+            outcome = await operations.run_import(self.db, request.content.iter_any(), body_format, max_bytes)
         except operations.ImportTooLargeError as exc:
             raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=exc.received) from None
         return web.Response(text=import_result(outcome).model_dump_json(), content_type="application/json")

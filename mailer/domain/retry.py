@@ -33,15 +33,24 @@ def backoff_s(attempt: int, policy: RetryPolicy, rng: random.Random) -> float:
     Full jitter spreads the retries of many messages that failed together (a provider outage) instead of
     sending them back in synchronized waves.
     """
+    return rng.uniform(0.0, backoff_ceiling_s(attempt, policy.base_s, policy.cap_s))
+
+
+def backoff_ceiling_s(attempt: int, base_s: float, cap_s: float) -> float:
+    """The un-jittered delay after failed attempt `attempt` (1-based): min(cap, base * 2^(n-1)).
+
+    Used as is where there is no herd to spread (one supervisor restarting one task, one reconnecting
+    listener, one report sender); `backoff_s` draws below it.
+    """
     if attempt < 1:
         raise ValueError(f"attempt numbers start at 1, got {attempt}")
+    if not (0 < base_s <= cap_s < math.inf):
+        raise ValueError("backoff delays need 0 < base_s <= cap_s < inf")
     doublings = attempt - 1
     # Compare exponents rather than computing 2**doublings (or cap / base), which overflow floats.
-    if doublings >= math.log2(policy.cap_s) - math.log2(policy.base_s):
-        ceiling = policy.cap_s
-    else:
-        ceiling = min(policy.cap_s, math.ldexp(policy.base_s, doublings))
-    return rng.uniform(0.0, ceiling)
+    if doublings >= math.log2(cap_s) - math.log2(base_s):
+        return cap_s
+    return min(cap_s, math.ldexp(base_s, doublings))
 
 
 def next_attempt_at(

@@ -5,27 +5,30 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
+from typing import Protocol
 
 import structlog
 
 from mailer.domain.breaker import BreakerState, CircuitBreaker
+from mailer.domain.clock import Clock, utc_now
 from mailer.domain.retry import RetryPolicy
 from mailer.domain.sending import MessageOutcome
 from mailer.domain.statuses import MessageStatus
-from mailer.engine.leases import LeaseKeeper
-from mailer.engine.mailout_actor import MailoutActor
+from mailer.engine.attempt import SendClient, SenderConfig
+from mailer.engine.leases import LeaseKeeper, LeaseStore
+from mailer.engine.mailout_actor import MailoutActor, MailoutStore
 from mailer.engine.recorder import Recorder
-from mailer.engine.scheduler import Scheduler
-from mailer.engine.sender import SendClient, SenderConfig, SenderPool
+from mailer.engine.scheduler import ScanStore, Scheduler
+from mailer.engine.sender import SenderPool
 from mailer.engine.supervisor import Supervisor
-from mailer.engine.wakeups import PgWakeups
+from mailer.engine.wakeups import NotifyStore, PgWakeups
 from mailer.observability import metrics
 from mailer.observability.health import Health
 from mailer.settings import Settings
-from mailer.store.dispatch import DispatchStore
+from mailer.store.leasing import LeaseRecovery
 
 log = structlog.get_logger(__name__)
 
@@ -76,18 +79,26 @@ class EngineConfig:
         )
 
 
+class EngineStore(ScanStore, MailoutStore, LeaseStore, NotifyStore, Protocol):
+    """All the engine's actors need of the store, and the recorder's batch write and lease recovery."""
+
+    async def record(self, outcomes: Sequence[MessageOutcome], now: datetime) -> None: ...
+
+    async def recover_leases(self, now: datetime) -> LeaseRecovery: ...
+
+
 class Engine:
     """The sending engine of one process; `mailout_changed` and `stop_mailout` are its EnginePort."""
 
     def __init__(
         self,
-        store: DispatchStore,
+        store: EngineStore,
         client: SendClient,
         config: EngineConfig,
         health: Health,
         *,
         pg_dsn: str | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = utc_now,
         rng: random.Random | None = None,
     ) -> None:
         self._store = store

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Collection, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import structlog
 
+from mailer.domain.clock import Clock, utc_now
 from mailer.store.outage import is_disconnect
 
 log = structlog.get_logger(__name__)
@@ -41,7 +42,7 @@ class LeaseKeeper:
         held: Callable[[], Collection[int]],
         lease_s: float,
         *,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = utc_now,
     ) -> None:
         self._store = store
         self._held = held

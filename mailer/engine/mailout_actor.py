@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from typing import Protocol
 
 import structlog
 
+from mailer.domain.clock import Clock, utc_now
 from mailer.domain.sending import ClaimedMessage, MailoutPlan
 from mailer.domain.statuses import MAILOUT_FINAL, MailoutStatus, MessageStatus
 from mailer.engine.jobs import LiveMailout, SendJob
 from mailer.engine.recorder import Recorder
-from mailer.engine.rescheduler import Rescheduler
+from mailer.engine.rescheduler import Rescheduler, RescheduleStore
 from mailer.engine.sender import SenderPool
 from mailer.observability import metrics
-from mailer.store.dispatch import DispatchStore
+from mailer.store.activation import Activation
 
 log = structlog.get_logger(__name__)
 
@@ -33,19 +34,41 @@ CREATED_LINES_MAX = 10_000
 PLAN_MAX_AGE_S = 1.0
 
 
+class MailoutStore(RescheduleStore, Protocol):
+    """What a mailout actor needs of the store: its plan, activation, claims and the end of the mailout."""
+
+    async def load_mailout(self, mailout_id: int) -> MailoutPlan | None: ...
+
+    async def activate(self, plan: MailoutPlan, now: datetime, list_max: int = 0) -> Activation | None: ...
+
+    async def finish_unstarted(self, mailout_id: int, now: datetime) -> bool: ...
+
+    async def claim(
+        self, mailout_id: int, now: datetime, limit: int, lease_s: float
+    ) -> list[ClaimedMessage]: ...
+
+    async def next_due(self, mailout_id: int) -> datetime | None: ...
+
+    async def expire_pending(self, mailout_id: int, now: datetime) -> int: ...
+
+    async def finish(self, mailout_id: int, now: datetime) -> bool: ...
+
+    async def finish_done(self, mailout_id: int, now: datetime) -> bool: ...
+
+
 class MailoutActor:
     """One per live mailout in this process; `wake` is called on every change of its mailout."""
 
     def __init__(
         self,
         mailout_id: int,
-        store: DispatchStore,
+        store: MailoutStore,
         pool: SenderPool,
         recorder: Recorder,
         *,
         claim_batch: int,
         lease_s: float,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = utc_now,
     ) -> None:
         self.mailout_id = mailout_id
         self._store = store

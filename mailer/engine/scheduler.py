@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
+from typing import Protocol
 
 import structlog
 
-from mailer.store.dispatch import DispatchStore
+from mailer.domain.clock import Clock, utc_now
+from mailer.store.scans import ScanResult
 
 log = structlog.get_logger(__name__)
 
@@ -17,15 +19,21 @@ log = structlog.get_logger(__name__)
 SAFETY_RESCAN_S = 30.0
 
 
+class ScanStore(Protocol):
+    """The one query the scheduler needs: the mailouts that need an actor now, and the next start."""
+
+    async def scan(self, now: datetime) -> ScanResult: ...
+
+
 class Scheduler:
     """Makes sure every live mailout has an actor in this process, and that due ones start on time."""
 
     def __init__(
         self,
-        store: DispatchStore,
+        store: ScanStore,
         ensure_actor: Callable[[int], None],
         *,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = utc_now,
     ) -> None:
         self._store = store
         self._ensure_actor = ensure_actor

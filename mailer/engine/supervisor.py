@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from mailer.domain.retry import backoff_ceiling_s
+
 log = structlog.get_logger(__name__)
 
 # Restart delays double from the first to the cap: a crash loop (a bug, a database that is down) costs a
@@ -124,7 +126,7 @@ class Supervisor:
             await asyncio.wait(late)
 
     async def _keep(self, child: _Child) -> None:
-        delay_s = self._restart_base_s
+        failures = 0
         try:
             while True:
                 started_s = self._clock()
@@ -136,10 +138,11 @@ class Supervisor:
                     child.last_error = f"{type(exc).__name__}: {exc}"[:200]
                     child.down_since = self._clock()
                     if self._clock() - started_s >= HEALTHY_RUN_S:
-                        delay_s = self._restart_base_s
+                        failures = 0
+                    failures += 1
+                    delay_s = backoff_ceiling_s(failures, self._restart_base_s, self._restart_cap_s)
                     log.exception("engine task crashed; restarting", task=child.name, restart_in_s=delay_s)
                 await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, self._restart_cap_s)
                 child.down_since = None
                 log.info("engine task restarting", task=child.name, crashes=child.crashes)
         finally:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import structlog
 
-from mailer.store.dispatch import DispatchStore
+from mailer.domain.retry import backoff_ceiling_s
 
 log = structlog.get_logger(__name__)
 
@@ -25,16 +25,24 @@ KEEPALIVE_TIMEOUT_S = 5.0
 OnNotify = Callable[[int | None], None]  # a mailout id, or None for "something may have changed"
 
 
+class NotifyStore(Protocol):
+    """The one statement the publisher needs: a PostgreSQL NOTIFY."""
+
+    async def notify(self, channel: str, payload: str) -> None: ...
+
+
 class PgWakeups:
     """Publishes this process's mailout changes and delivers other processes' to `on_notify`."""
 
-    def __init__(self, dsn: str, store: DispatchStore, on_notify: OnNotify) -> None:
+    def __init__(self, dsn: str, store: NotifyStore, on_notify: OnNotify) -> None:
         self._dsn = dsn
         self._store = store
         self._on_notify = on_notify
         # Changed ids waiting to be published; a set, so a burst of changes to one mailout is one NOTIFY.
         self._outbox: set[int] = set()
         self._outbox_ready = asyncio.Event()
+        # Whether the current LISTEN connection got as far as listening (resets the reconnect backoff).
+        self._listening = False
 
     def publish(self, mailout_id: int) -> None:
         self._outbox.add(mailout_id)
@@ -53,14 +61,20 @@ class PgWakeups:
                     log.exception("NOTIFY failed", mailout_id=mailout_id)
 
     async def run_listener(self) -> None:
-        delay_s = RECONNECT_BASE_S
+        failures = 0
         while True:
+            self._listening = False
+            error = "the LISTEN connection ended"
             try:
                 await self._listen_once()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-                log.warning("LISTEN connection lost; reconnecting", error=str(exc), retry_in_s=delay_s)
+                error = str(exc)
+            # Failures count from the last connection that worked: a drop after hours of listening is the
+            # first failure, not the n-th of the process's life (which would wait the cap every time).
+            failures = 1 if self._listening else failures + 1
+            delay_s = backoff_ceiling_s(failures, RECONNECT_BASE_S, RECONNECT_CAP_S)
+            log.warning("LISTEN connection lost; reconnecting", error=error, retry_in_s=delay_s)
             await asyncio.sleep(delay_s)
-            delay_s = min(delay_s * 2, RECONNECT_CAP_S)
 
     async def _listen_once(self) -> None:
         conn: Any = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT_S)
@@ -68,6 +82,7 @@ class PgWakeups:
         try:
             conn.add_termination_listener(lambda _conn: lost.set())
             await conn.add_listener(CHANNEL, self._deliver)
+            self._listening = True
             # Whatever was published while we were not listening is lost: look at everything once.
             self._on_notify(None)
             while not lost.is_set():

@@ -40,7 +40,8 @@ def listen_dsn(settings: Settings) -> str | None:
 async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
     """Run the sending engine for the life of the app; at shutdown, drain within `shutdown_grace_s`."""
     settings = app[keys.SETTINGS]
-    token = settings.provider_token.get_secret_value() if settings.provider_token else None
+    # Decided once by the app factory: with the built-in sandbox it is the token the sandbox checks.
+    token = app[keys.PROVIDER_TOKEN]
     # One connection per sender at most: the pool size is the concurrency limit toward the provider.
     connector = aiohttp.TCPConnector(limit=settings.send_concurrency, limit_per_host=0)
     record_db = create_record_engine(settings.database_url)

@@ -1,4 +1,4 @@
-"""Turn a provider's HTTP answer into an `Outcome` (pure, no I/O); the rules are in PROVIDER_API.md."""
+"""Turn a provider's HTTP answer into an `Outcome` (pure, no I/O); the rules are in docs/provider.md."""
 
 from __future__ import annotations
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import aiohttp
 import orjson
 from aiohttp import hdrs
 
+from mailer.domain.clock import utc_now
 from mailer.domain.statuses import Outcome
 from mailer.provider.classify import DETAIL_MAX_CHARS, Classified, classify_response, parse_retry_after
 
@@ -82,7 +82,7 @@ class ProviderClient:
                 status = response.status
                 retry_after = response.headers.get(hdrs.RETRY_AFTER)
                 if retry_after is not None:
-                    retry_after_s = parse_retry_after(retry_after, datetime.now(UTC))
+                    retry_after_s = parse_retry_after(retry_after, utc_now())
                 body, complete = await _read_capped(response)
                 classified = _classify(status, body, complete)
         except TimeoutError:

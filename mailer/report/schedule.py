@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from mailer.domain.retry import RetryPolicy, backoff_s
+from mailer.domain.retry import backoff_ceiling_s
 from mailer.settings import Settings
 
 # Longer than one send can take (build + SMTP timeout), so that a live sender is never replaced.
 DEFAULT_LEASE_S = 300.0
-
-
-class _Ceiling(random.Random):
-    """Draws the top of every backoff range: one process sends the report, so there is no herd to spread."""
-
-    def uniform(self, a: float, b: float) -> float:
-        return b
-
-
-_NO_JITTER = _Ceiling()
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +41,9 @@ class ReportSchedule:
         )
 
     def retry_delay(self, attempts: int) -> timedelta:
-        """The wait after `attempts` failed sends: doubling from `retry_base_s` to `retry_cap_s`."""
-        policy = RetryPolicy(self.retry_base_s, self.retry_cap_s, self.max_attempts)
-        return timedelta(seconds=backoff_s(max(1, attempts), policy, _NO_JITTER))
+        """The wait after `attempts` failed sends: doubling from `retry_base_s` to `retry_cap_s`, without
+        jitter (one process sends the report, so there is no herd to spread)."""
+        return timedelta(seconds=backoff_ceiling_s(max(1, attempts), self.retry_base_s, self.retry_cap_s))
 
 
 def slot_on(day: date, schedule: ReportSchedule) -> datetime:

@@ -251,7 +251,7 @@ async def upsert_batch(db: AsyncEngine, batch: Sequence[CustomerFields]) -> Upse
         # even when another import writes the same phones at the same time.
         created_ids: list[int] = []
         updated_ids: list[int] = []
-        for customer_id, created_at in result.tuples():
+        for customer_id, created_at in result.all():
             (created_ids if created_at == now else updated_ids).append(customer_id)
     created = len(created_ids)
     return UpsertOutcome(created, len(batch) - created, created_ids, updated_ids)

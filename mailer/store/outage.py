@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 import structlog
 from sqlalchemy.exc import DBAPIError
 
+from mailer.domain.retry import backoff_ceiling_s
+
 log = structlog.get_logger(__name__)
 
 # SQLSTATE classes and codes that mean "no usable connection": 08 connection exception; 57P01-57P03
@@ -51,8 +53,10 @@ async def while_unreachable[T](operation: Callable[[], Awaitable[T]], give_up_af
     last disconnect once the time is up, are raised."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + give_up_after_s
-    delay_s = RETRY_BASE_S
+    failures = 0
     while True:
+        failures += 1
+        delay_s = backoff_ceiling_s(failures, RETRY_BASE_S, RETRY_CAP_S)
         try:
             return await operation()
         except Exception as exc:
@@ -62,4 +66,3 @@ async def while_unreachable[T](operation: Callable[[], Awaitable[T]], give_up_af
                 "database unreachable; retrying", what=what, retry_in_s=delay_s, error=type(exc).__name__
             )
         await asyncio.sleep(delay_s)
-        delay_s = min(delay_s * 2, RETRY_CAP_S)

@@ -95,6 +95,9 @@ messages = Table(
     # Claims: due pending messages in (next_attempt_at, id) order, read straight off the index (migration
     # 0004: without `id`, a million messages sharing one due time were sorted for every claim).
     Index(None, "mailout_id", "status", "next_attempt_at", "id"),
+    # Paging a mailout's messages (API, admin table, CSV export) in id order after a cursor, without a sort
+    # (migration 0008).
+    Index(None, "mailout_id", "id"),
     Index(None, "customer_id"),
     # Ids are never reused (migration 0005): a deleted record's id must not point at a new one.
     sqlite_autoincrement=True,

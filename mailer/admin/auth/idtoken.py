@@ -74,7 +74,14 @@ def verify_id_token(
 
 def _check_audience(claims: dict[str, Any], client_id: str) -> None:
     audience = claims["aud"]
-    audiences = [audience] if isinstance(audience, str) else list(audience)
+    # RFC 7519 4.1.3: a string or an array of strings. Anything else (a number, an object whose keys would
+    # pass for audiences) is refused, never iterated.
+    if isinstance(audience, str):
+        audiences = [audience]
+    elif isinstance(audience, list) and all(isinstance(a, str) for a in audience):
+        audiences = audience
+    else:
+        raise IdTokenError("the ID token's audience (aud) is neither a string nor a list of strings")
     if client_id not in audiences:
         raise IdTokenError("the ID token was issued to another client (aud)")
     # OIDC Core 3.1.3.7: with several audiences, azp names the one the token was issued for.

@@ -1,0 +1,75 @@
+"""The first and last send of a mailout are one lookup in the partial `(mailout_id, sent_at)` index.
+
+Both of the admin UI's live fragments and `GET /api/mailouts/{id}/stats` read them on every refresh. With a
+condition on `status` as well, PostgreSQL on a freshly filled table took the claim index instead and sorted
+every sent message of the mailout (bench/admin_tabs.py found 20 ms per refresh at 11,000 sent).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import event, insert
+
+from mailer.domain.statuses import MessageStatus
+from mailer.store import stats
+from mailer.store.tables import messages
+from tests.conftest import Api
+
+INDEX = "ix_messages_mailout_id_sent_at"
+MESSAGES = 4000
+
+
+async def test_first_and_last_send_read_the_sent_at_index_without_sorting(api: Api) -> None:
+    start = datetime.now(UTC) + timedelta(days=1)
+    body = {
+        "start_at": start.isoformat(),
+        "end_at": (start + timedelta(hours=1)).isoformat(),
+        "text": "hello",
+        "filter": {"operator_codes": [], "tags": []},
+    }
+    resp = await api.post("/api/mailouts/", json=body)
+    assert resp.status == 201, await resp.text()
+    mailout_id = int((await resp.json())["id"])
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "mailout_id": mailout_id,
+            "customer_id": None,
+            "phone": f"7900{n:07d}",
+            "timezone": "UTC",
+            "status": MessageStatus.SENT if n % 2 else MessageStatus.PENDING,
+            "sent_at": now + timedelta(seconds=n) if n % 2 else None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for n in range(MESSAGES)
+    ]
+    # No ANALYZE: the planner sees the table as the engine leaves it right after an activation.
+    async with api.db.begin() as conn:
+        await conn.execute(insert(messages), rows)
+
+    sent: list[tuple[str, Any]] = []
+
+    def catch(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "sent_at" in statement and "ORDER BY" in statement:
+            sent.append((statement, parameters))
+
+    event.listen(api.db.sync_engine, "before_cursor_execute", catch)
+    try:
+        data = await stats.for_mailout(api.db, mailout_id)
+    finally:
+        event.remove(api.db.sync_engine, "before_cursor_execute", catch)
+    assert data.first_sent_at == now + timedelta(seconds=1)
+    assert data.last_sent_at == now + timedelta(seconds=MESSAGES - 1)
+    assert len(sent) == 1
+    statement, parameters = sent[0]
+    async with api.db.connect() as conn:
+        explain = "EXPLAIN QUERY PLAN " if conn.dialect.name == "sqlite" else "EXPLAIN "
+        result = await conn.exec_driver_sql(explain + statement, parameters)
+        plan = "\n".join(" ".join(str(cell) for cell in row) for row in result.all())
+    assert INDEX in plan, plan
+    # SQLite says "USE TEMP B-TREE FOR ORDER BY" when it sorts, PostgreSQL "Sort".
+    assert "TEMP B-TREE" not in plan, plan
+    assert "Sort" not in plan, plan
