@@ -60,6 +60,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--single-client-s", type=float, default=5.0, help="measured time of the 1-client stats phase"
     )
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        help="MAILER_LOG_LEVEL of the service (INFO writes one line per imported customer and per request)",
+    )
     parser.add_argument("--warmup-s", type=float, default=1.0, help="unmeasured lead-in of each GET phase")
     return parser.parse_args()
 
@@ -81,7 +86,9 @@ async def main(args: argparse.Namespace) -> None:
         aiohttp.ClientSession(connector=connector) as session,
     ):
         info["postgresql"] = await pg_version(bench_db.db)
-        service = await start_service({"MAILER_DATABASE_URL": bench_db.url}, session)
+        service = await start_service(
+            {"MAILER_DATABASE_URL": bench_db.url, "MAILER_LOG_LEVEL": args.log_level}, session
+        )
         try:
             note(f"service pid {service.pid} at {service.base_url}, log {service.log_path}")
             headers = {"Authorization": f"Bearer {await access_token(session, service.base_url)}"}
@@ -144,6 +151,22 @@ async def main(args: argparse.Namespace) -> None:
             if stats["total"] != args.messages:
                 raise RuntimeError(f"the seeded mailout has {stats['total']} messages, not {args.messages}")
             rows.append(("stats: seeding by SQL", f"{args.messages:,} messages in {seed_s:.1f} s", ""))
+
+            # (c') the mailout itself: the other read route of the throughput target
+            mailout_url = f"{service.base_url}/api/mailouts/{mailout_id}"
+            note(f"GET /api/mailouts/{{id}}: {args.clients} clients, {args.duration_s:g} s")
+            spy(service.pid, "mailout", args.duration_s)
+            mailout_reads = await closed_loop(
+                session,
+                lambda _: mailout_url,
+                headers,
+                args.clients,
+                args.duration_s,
+                args.warmup_s,
+                service.pid,
+            )
+            rows += mailout_reads.row("GET /api/mailouts/{id}", "", f"≥ {READS_TARGET_PER_S:,} req/s")
+
             note(f"GET /api/mailouts/{mailout_id}/stats: {args.clients} clients, {args.duration_s:g} s")
             load_before = load()
             spy(service.pid, "stats", args.duration_s)

@@ -7,14 +7,12 @@ import math
 import os
 import platform
 import random
-import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,8 +22,21 @@ import aiohttp
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-REPO = Path(__file__).resolve().parents[1]
-PYTHON = REPO / ".venv" / "bin" / "python"
+from tests.harness import (
+    PYTHON,
+    REPO_ROOT,
+    child_env,
+    create_database,
+    drop_database,
+    free_port,
+    sandbox_argv,
+    sandbox_url,
+    timed_poll,
+)
+
+# The shared process harness (the fault tests use it too); bench/ takes these names from here.
+REPO = REPO_ROOT
+poll = timed_poll
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 ADMIN_USERNAME = "admin"
 ADMIN_PASSWORD = "bench-admin-password"
@@ -34,14 +45,6 @@ JWT_SECRET = "bench-jwt-secret-0123456789abcdef"
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 RSS_SAMPLE_S = 0.5
-_SANDBOX_LINE = re.compile(r"sandbox listening on (http://\S+)")
-
-
-def free_port() -> int:
-    """A port free right now on 127.0.0.1 (the usual small race is acceptable for a benchmark)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def load() -> str:
@@ -101,38 +104,19 @@ class BenchDatabase:
     engine: AsyncEngine | None = None
 
     async def __aenter__(self) -> BenchDatabase:
-        admin = _admin_engine(self.admin_url)
-        try:
-            async with admin.connect() as conn:
-                await conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
-                await conn.execute(text(f'CREATE DATABASE "{self.name}"'))
-        finally:
-            await admin.dispose()
-        base, _, _ = self.admin_url.rpartition("/")
-        self.url = f"{base}/{self.name}"
+        self.url = await create_database(self.admin_url, self.name)
         self.engine = create_async_engine(self.url.replace("postgresql://", "postgresql+asyncpg://", 1))
         return self
 
     async def __aexit__(self, *_: object) -> None:
         if self.engine is not None:
             await self.engine.dispose()
-        admin = _admin_engine(self.admin_url)
-        try:
-            async with admin.connect() as conn:
-                await conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
-        finally:
-            await admin.dispose()
+        await drop_database(self.admin_url, self.name)
 
     @property
     def db(self) -> AsyncEngine:
         assert self.engine is not None, "use the database inside `async with`"
         return self.engine
-
-
-def _admin_engine(url: str) -> AsyncEngine:
-    return create_async_engine(
-        url.replace("postgresql://", "postgresql+asyncpg://", 1), isolation_level="AUTOCOMMIT"
-    )
 
 
 async def pg_version(db: AsyncEngine) -> str:
@@ -182,8 +166,7 @@ def _log_file(name: str) -> Path:
 async def start_service(env: Mapping[str, str], session: aiohttp.ClientSession) -> Process:
     """`.venv/bin/python run.py` with MAILER_* from `env` on a free port; returns once /readyz answers 200."""
     port = free_port()
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
-    full_env.update(
+    full_env = child_env(
         {
             "MAILER_HOST": "127.0.0.1",
             "MAILER_PORT": str(port),
@@ -192,9 +175,9 @@ async def start_service(env: Mapping[str, str], session: aiohttp.ClientSession) 
             "MAILER_ADMIN_USERNAME": ADMIN_USERNAME,
             "MAILER_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "MAILER_JWT_SECRET": JWT_SECRET,
+            **env,
         }
     )
-    full_env.update(env)
     log_path = _log_file("service")
     with log_path.open("wb") as log_file:
         proc = await asyncio.create_subprocess_exec(
@@ -235,16 +218,7 @@ async def start_sandbox(token: str) -> Process:
     log_path = _log_file("sandbox")
     with log_path.open("wb") as log_file:
         proc = await asyncio.create_subprocess_exec(
-            str(PYTHON),
-            "-m",
-            "mailer",
-            "sandbox",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--token",
-            token,
+            *sandbox_argv(PYTHON, token),
             cwd=str(REPO),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
@@ -257,12 +231,12 @@ async def start_sandbox(token: str) -> Process:
         proc.kill()
         await proc.wait()
         raise
-    match = _SANDBOX_LINE.search(line.decode())
-    if match is None:
+    url = sandbox_url(line.decode())
+    if url is None:
         proc.kill()
         await proc.wait()
         raise RuntimeError(f"sandbox did not start: {line!r}")
-    return Process("sandbox", proc, log_path, match.group(1))
+    return Process("sandbox", proc, log_path, url)
 
 
 def start_py_spy(pid: int, out: Path, duration_s: int) -> subprocess.Popen[bytes]:
@@ -459,16 +433,6 @@ def own_cpu_seconds() -> float:
 
 def mib(kib: int) -> str:
     return f"{kib / 1024:.0f} MiB"
-
-
-async def poll(check: Callable[[], Awaitable[bool]], interval_s: float, timeout_s: float) -> float:
-    """Call `check` every `interval_s` until it returns True; the seconds it took. Raises TimeoutError."""
-    started = time.perf_counter()
-    while not await check():
-        if time.perf_counter() - started > timeout_s:
-            raise TimeoutError(f"not done within {timeout_s:g} s")
-        await asyncio.sleep(interval_s)
-    return time.perf_counter() - started
 
 
 class Api:

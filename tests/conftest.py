@@ -22,6 +22,7 @@ from mailer.app import create_app
 from mailer.settings import Settings
 from mailer.store.db import create_engine, migrate_sync
 from mailer.store.tables import metadata
+from tests.harness import create_database, drop_database
 
 if TYPE_CHECKING:
     from tests.process_support import Processes
@@ -34,15 +35,6 @@ JWT_SECRET = "test-secret-that-is-long-enough-for-hs256"
 AiohttpClient = Callable[[web.Application], Awaitable[TestClient[Any, Any]]]
 
 
-async def pg_admin(sql: str) -> None:
-    """Run one statement on the PostgreSQL server's admin database (CREATE/DROP DATABASE)."""
-    conn = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @contextmanager
 def scratch_postgres(prefix: str, *, migrate: bool = True) -> Iterator[str]:
     """A fresh PostgreSQL database (migrated unless told otherwise), dropped with its sessions afterwards.
@@ -51,18 +43,17 @@ def scratch_postgres(prefix: str, *, migrate: bool = True) -> Iterator[str]:
     """
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     try:
-        asyncio.run(pg_admin(f'CREATE DATABASE "{name}"'))
+        url = asyncio.run(create_database(PG_ADMIN_URL, name))
     except (OSError, asyncpg.PostgresError) as exc:
         if IN_CI:
             pytest.fail(f"PostgreSQL is required in CI and is not reachable at {PG_ADMIN_URL}: {exc}")
         pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc}")
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     try:
         if migrate:
             migrate_sync(url)
         yield url
     finally:
-        asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(drop_database(PG_ADMIN_URL, name))
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,9 +25,10 @@ import aiohttp
 import asyncpg
 
 from tests.conftest import ADMIN_PASSWORD, JWT_SECRET, PG_ADMIN_URL
+from tests.harness import REPO_ROOT, child_env, sandbox_argv, sandbox_url
+from tests.harness import free_port as free_port  # the fault tests take it from here with the rest
 from tests.polling import eventually
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 # The interpreter running the tests is the project's venv: children use the same one.
 PYTHON = sys.executable
 SANDBOX_TOKEN = "process-sandbox-token"
@@ -65,24 +65,15 @@ def run_python(
     args: list[str], env: dict[str, str], timeout_s: float = 60
 ) -> subprocess.CompletedProcess[str]:
     """Run this interpreter with `args` in the repository, with `env` and no MAILER_* variable of ours."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
     return subprocess.run(
         [PYTHON, *args],
         cwd=REPO_ROOT,
-        env={**clean, **env},
+        env=child_env(env),
         capture_output=True,
         text=True,
         timeout=timeout_s,
         check=False,
     )
-
-
-def free_port() -> int:
-    """A port nothing listens on right now (the kernel's choice, released at once for the child to take)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # --- processes -------------------------------------------------------------------------------------------
@@ -170,18 +161,13 @@ class Processes:
 
     async def start_sandbox(self, *, latency_ms: float = 0.0, name: str = "sandbox") -> Sandbox:
         """The standalone sandbox on a port of its choosing, read back from the line it prints."""
-        argv = [PYTHON, "-m", "mailer", "sandbox", "--host", "127.0.0.1", "--port", "0"]
-        argv += ["--token", SANDBOX_TOKEN, "--latency-ms", str(latency_ms), "--seed", "1"]
-        child = self.spawn(name, argv, _clean_env())
-        marker = "sandbox listening on "
+        argv = sandbox_argv(PYTHON, SANDBOX_TOKEN, "--latency-ms", str(latency_ms), "--seed", "1")
+        child = self.spawn(name, argv, child_env())
 
         async def url() -> str | None:
             if not child.alive():
                 raise AssertionError(f"{name} exited early:\n{child.log_tail()}")
-            for line in child.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
-                if line.startswith(marker):
-                    return line.removeprefix(marker).strip()
-            return None
+            return sandbox_url(child.log_path.read_text(encoding="utf-8", errors="replace"))
 
         return Sandbox(child, await eventually(url, START_TIMEOUT_S, f"{name} listening"))
 
@@ -189,7 +175,7 @@ class Processes:
         """`python run.py` on a free port; call `wait_ready` before using it."""
         port = free_port()
         values = {
-            **_clean_env(),
+            **child_env(),
             **BASE_SERVICE_ENV,
             "MAILER_DATABASE_URL": database_url,
             "MAILER_PORT": str(port),
@@ -204,9 +190,8 @@ class Processes:
         return service
 
 
-def _clean_env() -> dict[str, str]:
-    """The test's environment without any MAILER_* variable: each child is configured only by the test."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+# The name tests/test_system.py starts its children with.
+_clean_env = child_env
 
 
 @contextmanager

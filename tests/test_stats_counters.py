@@ -18,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mailer.domain.statuses import MessageStatus, Outcome
 from mailer.store.db import MIGRATIONS_DIR, async_url, create_engine
-from tests.conftest import pg_admin
+from tests.conftest import PG_ADMIN_URL
+from tests.harness import create_database, drop_database
 
 STATUSES = [s.value for s in MessageStatus]
 OUTCOMES = [o.value for o in Outcome]
@@ -320,9 +321,8 @@ def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         return
     pg_url: str = request.getfixturevalue("pg_url")  # skips the test where PostgreSQL is absent
     name = pg_url.rsplit("/", 1)[1] + "_migrate"
-    asyncio.run(pg_admin(f'CREATE DATABASE "{name}"'))
-    yield pg_url.rsplit("/", 1)[0] + f"/{name}"
-    asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    yield asyncio.run(create_database(PG_ADMIN_URL, name))
+    asyncio.run(drop_database(PG_ADMIN_URL, name))
 
 
 def test_the_migration_backfills_existing_rows_and_downgrades(empty_db_url: str) -> None:

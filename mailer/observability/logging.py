@@ -8,6 +8,7 @@ secret in the first place; the redactor is the net under that rule, and covers t
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import re
@@ -142,23 +143,67 @@ def _orjson_text(value: Any, default: Callable[[Any], Any] | None = None) -> str
     return orjson.dumps(value, default=default or str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+# Inside `info_per_id`: the key the ids go under, the ids, and whether the sinks wrote the lines.
+_PER_ID: contextvars.ContextVar[_PerId | None] = contextvars.ContextVar("mailer_log_per_id", default=None)
+
+
+class _PerId:
+    __slots__ = ("ids", "key", "written")
+
+    def __init__(self, key: str, ids: Sequence[int]) -> None:
+        self.key, self.ids, self.written = key, ids, False
+
+
+def info_per_id(logger: Any, event: str, key: str, ids: Sequence[int], **fields: Any) -> None:
+    """`logger.info(event, **{key: id}, **fields)` for each of `ids`: one line per id, under a microsecond
+    each instead of about 15 for as many calls (an import's line per customer).
+
+    The processors (context, level, timestamp, redactor, truncation) run once, on the first id's event; the
+    other lines are that processed event with `key` set to their id, and all of them are written at once,
+    with one flush. The lines are the ones the processors would have made for each id (except that they share
+    one timestamp): an int passes the redactor and the truncation unchanged, under any key that does not
+    look secret, and a key that does is refused here.
+    """
+    if not ids:
+        return
+    if _is_secret_key(key) or not all(type(i) is int for i in ids):
+        raise ValueError("info_per_id takes int ids under a key that is not secret-looking")
+    per_id = _PerId(key, ids)
+    token = _PER_ID.set(per_id)
+    try:
+        logger.info(event, **{key: ids[0]}, **fields)
+    finally:
+        _PER_ID.reset(token)
+    if not per_id.written:
+        # Not our sinks (structlog configured elsewhere, as in some tests) or the level is off: the usual way.
+        for each in ids[1:]:
+            logger.info(event, **{key: each}, **fields)
+
+
 class _LineSinks:
     """Where structlog's lines go: each target with its renderer; one render per renderer, one write and
-    one flush per target and line (a line is on disk before the next is built: `kill -9` loses none)."""
+    one flush per target and call (a line is on disk before the next is built: `kill -9` loses none; the
+    lines of one `info_per_id` are built and written together)."""
 
     def __init__(self, targets: Sequence[tuple[TextIO, Renderer]]) -> None:
         self._targets = targets
         self._lock = threading.Lock()
 
     def write(self, event: dict[str, Any]) -> None:
+        per_id = _PER_ID.get()
+        if per_id is not None and event.get(per_id.key) == per_id.ids[0]:
+            per_id.written = True
+            events = [event | {per_id.key: each} for each in per_id.ids]
+        else:
+            events = [event]
         rendered: dict[int, str] = {}
         for _stream, render in self._targets:
             if id(render) not in rendered:
                 # The console renderer pops what it prints: it gets its own copy.
-                rendered[id(render)] = render(dict(event))
+                rendered[id(render)] = "".join(render(dict(each)) + "\n" for each in events)
         with self._lock:
             for stream, render in self._targets:
-                stream.write(rendered[id(render)] + "\n")
+                stream.write(rendered[id(render)])
                 stream.flush()
 
 

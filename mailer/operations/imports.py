@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailer.domain.customers import CustomerFields
 from mailer.domain.errors import DomainError, FieldError, InvalidError
-from mailer.observability.logging import one_flush
+from mailer.observability.logging import info_per_id
 from mailer.operations.pacing import paced
 from mailer.schemas.customers import CustomerIn
 
@@ -319,10 +319,7 @@ class _BatchWriter:
         outcome = await store.upsert_batch(self._db, batch)
         self._tally.created += outcome.created
         self._tally.updated += outcome.updated
-        # One short line per customer, so that a search by customer_id finds its import too; the batch's
-        # lines leave in a few buffer-sized writes (`one_flush`), not one system call each.
-        with one_flush():
-            for customer_id in outcome.created_ids:
-                log.info("customer.imported", customer_id=customer_id, action="created")
-            for customer_id in outcome.updated_ids:
-                log.info("customer.imported", customer_id=customer_id, action="updated")
+        # One short line per customer, so that a search by customer_id finds its import too; built and
+        # written a batch at a time (one line through the processors cost more than its customer's upsert).
+        info_per_id(log, "customer.imported", "customer_id", outcome.created_ids, action="created")
+        info_per_id(log, "customer.imported", "customer_id", outcome.updated_ids, action="updated")
