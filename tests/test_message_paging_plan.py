@@ -6,19 +6,18 @@ database and explained there with the same parameters.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, insert, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import func, insert, select, text
 
 from mailer.domain.statuses import MessageStatus
 from mailer.store import mailout_overview
 from mailer.store import messages as message_store
 from mailer.store.tables import messages, metadata
 from tests.conftest import Api
+from tests.query_plans import plans_of
 
 INDEX = "ix_messages_mailout_id_id"
 MAILOUTS = 100
@@ -60,27 +59,8 @@ async def seed(api: Api) -> list[int]:
     return ids
 
 
-async def plans_of(db: AsyncEngine, run: Callable[[], Awaitable[Any]]) -> list[str]:
-    """The plan of every paging query `run` sends, as one text per query."""
-    sent: list[tuple[str, Any]] = []
-
-    def catch(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "ORDER BY messages.id" in statement:
-            sent.append((statement, parameters))
-
-    event.listen(db.sync_engine, "before_cursor_execute", catch)
-    try:
-        await run()
-    finally:
-        event.remove(db.sync_engine, "before_cursor_execute", catch)
-    assert sent, "the paging query was caught"
-    plans = []
-    async with db.connect() as conn:
-        explain = "EXPLAIN QUERY PLAN " if conn.dialect.name == "sqlite" else "EXPLAIN "
-        for statement, parameters in sent:
-            result = await conn.exec_driver_sql(explain + statement, parameters)
-            plans.append("\n".join(" ".join(str(cell) for cell in row) for row in result.all()))
-    return plans
+def is_paging_query(statement: str) -> bool:
+    return statement.lstrip().upper().startswith("SELECT") and "ORDER BY messages.id" in statement
 
 
 @pytest.mark.parametrize("status", [None, MessageStatus.PENDING])
@@ -107,7 +87,7 @@ async def test_each_page_of_a_mailout_s_messages_reads_the_index_in_order(
         async with api.db.connect() as conn:
             await mailout_overview.export_batch(conn, mailout_id, status, after, PAGE)
 
-    plans = await plans_of(api.db, pages)
+    plans = await plans_of(api.db, pages, is_paging_query)
     assert len(plans) == 3
     for plan in plans:
         if claim_index_may_sort:

@@ -10,12 +10,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import event, insert
+from sqlalchemy import insert
 
 from mailer.domain.statuses import MessageStatus
 from mailer.store import stats
 from mailer.store.tables import messages
 from tests.conftest import Api
+from tests.query_plans import plans_of
 
 INDEX = "ix_messages_mailout_id_sent_at"
 MESSAGES = 4000
@@ -50,25 +51,17 @@ async def test_first_and_last_send_read_the_sent_at_index_without_sorting(api: A
     async with api.db.begin() as conn:
         await conn.execute(insert(messages), rows)
 
-    sent: list[tuple[str, Any]] = []
+    found: list[Any] = []
 
-    def catch(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if "sent_at" in statement and "ORDER BY" in statement:
-            sent.append((statement, parameters))
+    async def read() -> None:
+        found.append(await stats.for_mailout(api.db, mailout_id))
 
-    event.listen(api.db.sync_engine, "before_cursor_execute", catch)
-    try:
-        data = await stats.for_mailout(api.db, mailout_id)
-    finally:
-        event.remove(api.db.sync_engine, "before_cursor_execute", catch)
+    plans = await plans_of(api.db, read, lambda statement: "sent_at" in statement and "ORDER BY" in statement)
+    data = found[0]
     assert data.first_sent_at == now + timedelta(seconds=1)
     assert data.last_sent_at == now + timedelta(seconds=MESSAGES - 1)
-    assert len(sent) == 1
-    statement, parameters = sent[0]
-    async with api.db.connect() as conn:
-        explain = "EXPLAIN QUERY PLAN " if conn.dialect.name == "sqlite" else "EXPLAIN "
-        result = await conn.exec_driver_sql(explain + statement, parameters)
-        plan = "\n".join(" ".join(str(cell) for cell in row) for row in result.all())
+    assert len(plans) == 1
+    plan = plans[0]
     assert INDEX in plan, plan
     # SQLite says "USE TEMP B-TREE FOR ORDER BY" when it sorts, PostgreSQL "Sort".
     assert "TEMP B-TREE" not in plan, plan

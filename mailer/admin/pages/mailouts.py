@@ -251,16 +251,22 @@ def _action(request: web.Request) -> str:
 
 async def confirm(request: web.Request) -> web.Response:
     mailout = await operations.get(common.read_db(request), _mailout_id(request))
-    action = _action(request)
+    return _confirm_page(request, mailout, _action(request))
+
+
+def _confirm_page(
+    request: web.Request, mailout: Mailout, action: str, error: str | None = None, status: int = 200
+) -> web.Response:
+    """The confirmation of `action`, with the refusal of a first try when there was one."""
     title, consequence = ACTION_WORDS[action]
     context = {
         "mailout": mailout,
         "action": action,
         "title": title,
         "consequence": consequence,
-        "error": None,
+        "error": error,
     }
-    return aiohttp_jinja2.render_template("confirm.html", request, context)
+    return aiohttp_jinja2.render_template("confirm.html", request, context, status=status)
 
 
 async def act(request: web.Request) -> web.Response:
@@ -280,15 +286,7 @@ async def act(request: web.Request) -> web.Response:
             raise common.redirect(request, "mailouts", "deleted")
     except ConflictError as exc:
         mailout = await operations.get(common.read_db(request), mailout_id)
-        title, consequence = ACTION_WORDS[action]
-        context = {
-            "mailout": mailout,
-            "action": action,
-            "title": title,
-            "consequence": consequence,
-            "error": str(exc),
-        }
-        return aiohttp_jinja2.render_template("confirm.html", request, context, status=409)
+        return _confirm_page(request, mailout, action, str(exc), status=409)
     done = {"pause": "paused", "resume": "resumed", "cancel": "cancelled"}[action]
     raise common.redirect(request, "mailout", done, id=mailout_id)
 
