@@ -467,5 +467,14 @@ class Api:
         result: dict[str, Any] = await self.call("GET", f"/api/mailouts/{mailout_id}/stats")
         return result
 
+    async def metric(self, name: str) -> float:
+        """The value of an unlabelled series of the service's /metrics (0 when absent)."""
+        async with self.session.get(self.base_url + "/metrics") as response:
+            text = await response.text()
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return 0.0
+
     async def status(self, mailout_id: int) -> str:
         return str((await self.call("GET", f"/api/mailouts/{mailout_id}"))["status"])

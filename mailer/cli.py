@@ -78,6 +78,7 @@ def serve(settings: Settings) -> int:
     from aiohttp import web
 
     from mailer.app import create_app
+    from mailer.gc_tuning import collector_ctx
     from mailer.observability.logging import configure_logging
     from mailer.observability.middleware import hide_server_software, quiet_malformed_requests
     from mailer.store.db import DatabaseInUseError
@@ -87,9 +88,11 @@ def serve(settings: Settings) -> int:
     # First: a taken port must be said in one line, before migrations run or the engine starts sending.
     listener = bind_listener(settings.host, settings.port)
     configure_logging(settings)
+    app = create_app(settings)
+    app.cleanup_ctx.append(collector_ctx)
     try:
         web.run_app(
-            create_app(settings),
+            app,
             loop=new_event_loop(settings.uvloop),
             sock=listener,
             shutdown_timeout=settings.shutdown_grace_s,

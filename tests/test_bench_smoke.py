@@ -43,3 +43,9 @@ def test_the_whole_set_runs_tiny_and_prints_the_targets() -> None:
     assert "dispatch, SQLite" in summary
     assert "dispatch, PostgreSQL" in summary
     assert "API, PostgreSQL" in summary
+
+
+@pytest.mark.timeout(SMOKE_TIMEOUT_S + 30)
+def test_the_outcome_write_benchmark_runs_tiny() -> None:
+    out = run("bench/record.py", "--messages", "300", "--batch", "50", "--rounds", "1")
+    assert "per outcome" in out, out[-2000:]

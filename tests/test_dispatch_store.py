@@ -12,6 +12,7 @@ from sqlalchemy import insert, select, update
 from mailer.domain.sending import AttemptRow, MessageOutcome
 from mailer.domain.statuses import MailoutStatus, MessageStatus
 from mailer.domain.windows import SendWindow, next_open_by_zone
+from mailer.store import messages as message_store
 from mailer.store.db import create_engine
 from mailer.store.dispatch import DispatchStore
 from mailer.store.tables import customers, mailouts, message_attempts, messages
@@ -120,6 +121,26 @@ async def test_activation_creates_the_audience_once_with_a_due_time_per_zone(sto
         assert row.next_attempt_at == expected[row.timezone]
         assert row.phone.startswith("7900")
     assert await store.next_due(mailout_id) == min(expected.values())
+
+
+async def test_activation_keeps_a_message_added_before_the_start(store: DispatchStore) -> None:
+    """The one case where a customer may already have a message (added through the API before the start):
+    activation creates the others and leaves that one as it was, with no duplicate."""
+    first, second, third = [await add_customer(store, n) for n in range(3)]
+    mailout_id = await add_mailout(store)
+    early = await message_store.add(store._db, mailout_id, second, NOW - timedelta(minutes=5))
+
+    plan = await store.load_mailout(mailout_id)
+    assert plan is not None
+    created = await store.activate(plan, NOW, list_max=10)
+    assert created is not None
+    assert created.count == 2
+    rows = await rows_of(store, mailout_id)
+    assert [pair[1] for pair in created.messages] == [first, third]
+    assert sorted(row.customer_id for row in rows) == [first, second, third]
+    kept = next(row for row in rows if row.customer_id == second)
+    assert kept.id == early["id"]
+    assert max(row.id for row in rows if row.customer_id != second) > early["id"]
 
 
 async def test_a_future_or_ended_mailout_does_not_activate(store: DispatchStore) -> None:

@@ -71,6 +71,8 @@ class CustomerCollectionView(ApiView):
 class CustomerItemView(ApiView):
     """`/api/customers/{id}`: read, replace, change or delete one customer."""
 
+    reads_by_id = True
+
     async def get(self, id: ResourceId, /) -> r200[Customer] | r404[Problem]:
         """Read a customer.
 
@@ -79,7 +81,10 @@ class CustomerItemView(ApiView):
             200: the customer
             404: no customer has this id
         """
-        return json_model(Customer.model_validate(await store.get(self.read_db, id)))
+        return await self.read_by_id(id)
+
+    async def read_by_id(self, resource_id: int) -> web.Response:
+        return json_model(Customer.model_validate(await store.get(self.read_db, resource_id)))
 
     async def put(
         self, id: ResourceId, /, body: CustomerIn

@@ -62,6 +62,7 @@ ROUTES: Final = frozenset(
         ("POST", "/api/mailouts/{id}/messages"),
     }
 )
+METHODS: Final = frozenset(method for method, _ in ROUTES)
 STREAMED_ROUTES: Final = frozenset({("POST", "/api/customers/import")})
 # aiohttp's own default for a request body stream's buffer.
 STREAM_LIMIT_BYTES: Final = 2**16
@@ -172,6 +173,9 @@ def idempotency_middleware(clock: Clock = utc_now) -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        # Reads (most requests) pass without a look at headers or routes.
+        if request.method not in METHODS:
+            return await handler(request)
         raw_keys = request.headers.getall(HEADER, [])
         route = (request.method, route_template(request))
         if not raw_keys or route not in ROUTES:

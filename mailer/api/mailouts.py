@@ -6,14 +6,18 @@ is in `mailer.operations.mailouts`, shared with the admin UI.
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from aiohttp import web
 from aiohttp_pydantic.oas.typing import r200, r201, r204, r400, r404, r409, r422
 
-from mailer.api.views import ApiView, json_model
+from mailer.api.views import ApiView, json_data, json_model
 from mailer.domain import mailouts as domain
-from mailer.domain.statuses import MailoutStatus, MessageStatus
+from mailer.domain.statuses import MailoutStatus, MessageStatus, Outcome
+from mailer.domain.windows import format_window_time
 from mailer.operations import mailouts as operations
-from mailer.schemas.common import DEFAULT_PAGE_SIZE, AfterId, PageLimit, Problem, ResourceId
+from mailer.schemas.common import DEFAULT_PAGE_SIZE, AfterId, PageLimit, Problem, ResourceId, format_utc
 from mailer.schemas.mailouts import (
     ByStatus,
     ErrorsByKind,
@@ -35,6 +39,52 @@ ITEM = r"/api/mailouts/{id:\d+}"
 
 def by_status(counts: dict[MessageStatus, int]) -> ByStatus:
     return ByStatus(**{status.value: count for status, count in counts.items()})
+
+
+# The JSON of `MailoutOut` and `MailoutStats` built directly, for the two hot reads: the models validate
+# every field of what they are given (each operator code and tag of the filter again), 30-45 us of a
+# read's CPU for values that were validated when they were stored. The models stay the documented shapes,
+# and tests/test_read_path.py holds both ways to the same bytes.
+_BY_STATUS_KEYS = tuple(ByStatus.model_fields)
+_ERROR_KINDS = tuple(ErrorsByKind.model_fields)
+
+
+def mailout_data(mailout: domain.Mailout) -> dict[str, Any]:
+    """What `MailoutOut.from_domain(mailout)` serialises to."""
+    spec, window = mailout.spec, mailout.spec.window
+    return {
+        "id": mailout.id,
+        "start_at": format_utc(spec.start_at),
+        "end_at": format_utc(spec.end_at),
+        "text": spec.text,
+        "filter": {"operator_codes": list(spec.filter.operator_codes), "tags": list(spec.filter.tags)},
+        "send_window": (
+            None
+            if window is None
+            else {"start": format_window_time(window.start), "end": format_window_time(window.end)}
+        ),
+        "status": mailout.status.value,
+        "created_at": format_utc(mailout.created_at),
+        "updated_at": format_utc(mailout.updated_at),
+    }
+
+
+def _utc_or_null(value: datetime | None) -> str | None:
+    return None if value is None else format_utc(value)
+
+
+def stats_data(data: stats_store.MailoutStatsData) -> dict[str, Any]:
+    """What the `MailoutStats` of `data` serialises to."""
+    counts = data.counts.by_status
+    return {
+        "mailout": mailout_data(data.counts.mailout),
+        "total": data.counts.total,
+        "by_status": {key: counts.get(MessageStatus(key), 0) for key in _BY_STATUS_KEYS},
+        "first_sent_at": _utc_or_null(data.first_sent_at),
+        "last_sent_at": _utc_or_null(data.last_sent_at),
+        "attempts": data.attempts,
+        "errors_by_kind": {key: data.errors_by_kind.get(Outcome(key), 0) for key in _ERROR_KINDS},
+    }
 
 
 class MailoutCollectionView(ApiView):
@@ -70,12 +120,17 @@ class MailoutCollectionView(ApiView):
 class MailoutView(ApiView):
     """One mailout."""
 
+    reads_by_id = True
+
     async def get(self, id: ResourceId, /) -> r200[MailoutOut] | r404[Problem]:
         """Read a mailout.
 
         Tags: mailouts
         """
-        return json_model(MailoutOut.from_domain(await store.get(self.read_db, id)))
+        return await self.read_by_id(id)
+
+    async def read_by_id(self, resource_id: int) -> web.Response:
+        return json_data(mailout_data(await store.get(self.read_db, resource_id)))
 
     async def put(
         self, id: ResourceId, /, body: MailoutCreate
@@ -199,6 +254,8 @@ class MailoutStatsListView(ApiView):
 class MailoutStatsView(ApiView):
     """Statistics of one mailout."""
 
+    reads_by_id = True
+
     async def get(self, id: ResourceId, /) -> r200[MailoutStats] | r404[Problem]:
         """Statistics of one mailout.
 
@@ -208,18 +265,10 @@ class MailoutStatsView(ApiView):
 
         Tags: mailouts, statistics
         """
-        data = await stats_store.for_mailout(self.read_db, id)
-        errors = ErrorsByKind(**{kind.value: count for kind, count in data.errors_by_kind.items()})
-        body = MailoutStats(
-            mailout=MailoutOut.from_domain(data.counts.mailout),
-            total=data.counts.total,
-            by_status=by_status(data.counts.by_status),
-            first_sent_at=data.first_sent_at,
-            last_sent_at=data.last_sent_at,
-            attempts=data.attempts,
-            errors_by_kind=errors,
-        )
-        return json_model(body)
+        return await self.read_by_id(id)
+
+    async def read_by_id(self, resource_id: int) -> web.Response:
+        return json_data(stats_data(await stats_store.for_mailout(self.read_db, resource_id)))
 
 
 def add_routes(router: web.UrlDispatcher) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
+import orjson
 from aiohttp import web
 from aiohttp_pydantic import PydanticView
 from multidict import MultiDictProxy
@@ -15,6 +16,7 @@ from mailer import keys
 from mailer.api.problems import problem
 from mailer.observability.truncate import clip
 from mailer.operations.ports import EnginePort
+from mailer.schemas.common import INT64_MAX
 from mailer.schemas.errors import field_errors
 from mailer.settings import Settings
 
@@ -72,20 +74,41 @@ async def read_form(request: web.Request) -> MultiDictProxy[str | bytes | bytear
     return await request.post()
 
 
+def path_id(request: web.Request) -> int | None:
+    """The path's `id` when it is one `ResourceId` accepts (ASCII digits, 1 to 2**63 - 1), else None."""
+    raw = request.match_info.get("id")
+    if raw is None or not (raw.isascii() and raw.isdigit()):
+        return None
+    value = int(raw)
+    return value if 1 <= value <= INT64_MAX else None
+
+
 class ApiView(PydanticView):
     """A PydanticView whose validation errors are 422 problem+json, with access to the app's state.
 
     A request with a body must say it is UTF-8 JSON (415 otherwise) unless the view reads another format
     itself (`json_body = False`).
+
+    A view whose GET takes the path's `id` and nothing else sets `reads_by_id` and implements `read_by_id`,
+    which its documented `get` calls too: a GET with a valid id then goes straight there, without
+    aiohttp-pydantic's per-request injection (these are the API's hottest routes); an invalid one still
+    goes through `get` and gets its 404 from the same validation as before.
     """
 
     json_body: ClassVar[bool] = True
+    reads_by_id: ClassVar[bool] = False
 
     async def _iter(self) -> web.StreamResponse:
-        if self.json_body and self.request.method in ("POST", "PUT", "PATCH"):
+        method = self.request.method
+        if method == "GET" and self.reads_by_id and (resource_id := path_id(self.request)) is not None:
+            return await self.read_by_id(resource_id)
+        if self.json_body and method in ("POST", "PUT", "PATCH"):
             check_json_body(self.request)
         response: web.StreamResponse = await super()._iter()
         return response
+
+    async def read_by_id(self, resource_id: int) -> web.StreamResponse:
+        raise NotImplementedError(f"{type(self).__name__} sets reads_by_id without read_by_id")
 
     async def on_validation_error(self, exception: ValidationError, context: Any) -> web.StreamResponse:
         prefix = _LOC_PREFIX.get(str(context), str(context))
@@ -121,3 +144,11 @@ class ApiView(PydanticView):
 def json_model(model: BaseModel, status: int = 200) -> web.Response:
     """Serialise a response model in JSON mode (UTC datetimes with Z)."""
     return web.Response(status=status, text=model.model_dump_json(), content_type="application/json")
+
+
+def json_data(data: Any, status: int = 200) -> web.Response:
+    """Serialise plain JSON data (dicts, lists, strings, numbers) built by a view; the same headers as
+    `json_model`. For hot reads whose shape a model already documents: see `mailer.api.mailouts`."""
+    return web.Response(
+        status=status, body=orjson.dumps(data), content_type="application/json", charset="utf-8"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -78,6 +79,7 @@ class MailoutActor:
         self._lease_s = lease_s
         self._clock = clock
         self._wake = asyncio.Event()
+        self._debug = log.is_enabled_for(logging.DEBUG)
         self._plan_stale = True
         self._plan_read_at_s = 0.0
         self._live: LiveMailout | None = None
@@ -185,8 +187,9 @@ class MailoutActor:
             claimed = await self._store.claim(plan.id, now, limit, self._lease_s)
             if claimed:
                 lease_until = (now + timedelta(seconds=self._lease_s)).isoformat()
-                # DEBUG: at INFO a message's journey is its creation and one line per attempt (the recorder).
-                for message in claimed:
+                # DEBUG: at INFO a message's journey is its creation and one line per attempt (the recorder),
+                # and the loop is not even run.
+                for message in claimed if self._debug else ():
                     log.debug(
                         "message.claimed",
                         message_id=message.id,

@@ -17,6 +17,8 @@ MAX_VALUE_CHARS = 256
 # Keys whose text is ours, not a client's, and is useless cut: formatted tracebacks.
 UNCLIPPED_KEYS = frozenset({"exception", "stack"})
 _MAX_DEPTH = 8
+# Values with nothing to clip, passed over without a call.
+_SCALARS = frozenset({int, float, bool, type(None)})
 
 
 def clip(value: str, max_chars: int = MAX_VALUE_CHARS) -> str:
@@ -35,8 +37,14 @@ class TruncateValues:
     def __call__(
         self, _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
+        max_chars = self._max_chars
         for key, value in event_dict.items():
-            if key not in UNCLIPPED_KEYS:
+            kind = type(value)
+            # Inline for what almost every value is: a short string or no container at all.
+            if kind is str:
+                if len(value) > max_chars and key not in UNCLIPPED_KEYS:
+                    event_dict[key] = clip(value, max_chars)
+            elif kind not in _SCALARS and key not in UNCLIPPED_KEYS:
                 event_dict[key] = self._value(value, 0)
         return event_dict
 

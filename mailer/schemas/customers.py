@@ -152,6 +152,33 @@ class CustomerIn(StrictModel):
         )
 
 
+_CUSTOMER_IN_FIELDS = frozenset(CustomerIn.model_fields)
+
+
+def customer_fields(record: object) -> CustomerFields | None:
+    """`CustomerIn.model_validate(record).to_fields()` when the model accepts `record`, else None.
+
+    For the import, which validates every line: the same rules (the same check functions) in plain Python,
+    without building a model, for about a third of the model's cost. None covers every record the model
+    refuses, and the caller then validates it with the model, so that the errors a client reads have one
+    source. `tests/test_import_fast_path.py` holds the two to the same answers.
+    """
+    if not isinstance(record, dict) or "phone" not in record or not record.keys() <= _CUSTOMER_IN_FIELDS:
+        return None
+    try:
+        phone = _phone(record["phone"])
+        # Absent is the default; an explicit null is refused by the checks, as by the model.
+        operator_code = (
+            check_operator_code(record["operator_code"])
+            if "operator_code" in record
+            else default_operator_code(phone)
+        )
+        timezone = check_timezone(record["timezone"]) if "timezone" in record else DEFAULT_TIMEZONE
+        return CustomerFields(phone, operator_code, check_tag(record.get("tag")), timezone)
+    except ValueError:
+        return None
+
+
 class CustomerPatch(StrictModel):
     """The fields to change; absent fields stay as they are. Only `tag` may be null."""
 

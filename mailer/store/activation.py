@@ -108,9 +108,12 @@ class ActivationQueries:
                 select(func.max(messages.c.id)).where(messages.c.mailout_id == plan.id)
             )
             insert = (postgresql.insert if self.is_postgres else sqlite.insert)(messages)
-            statement = insert.from_select(columns, source).on_conflict_do_nothing(
-                index_elements=["mailout_id", "customer_id"]
-            )
+            statement = insert.from_select(columns, source)
+            if before is not None:
+                # Only then can a customer already have a message here. ON CONFLICT costs an index probe per
+                # row (a fifth of a 1,000,000-message activation on PostgreSQL), so the usual case goes
+                # without it; the unique constraint still stands guard.
+                statement = statement.on_conflict_do_nothing(index_elements=["mailout_id", "customer_id"])
             count = max((await conn.execute(statement)).rowcount, 0)
             if count == 0:
                 return Activation(0, None, None, [])

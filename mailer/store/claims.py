@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy import and_, bindparam, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailer.domain.sending import ClaimedMessage
 from mailer.domain.statuses import MailoutStatus, MessageStatus
 from mailer.domain.windows import SendWindow, next_open_by_zone
-from mailer.store.instants import as_instant, at, by_zone
+from mailer.store.coltypes import UTCDateTime
+from mailer.store.direct import DirectStatement, fetch_all
+from mailer.store.instants import as_instant, by_zone
 from mailer.store.tables import mailouts, messages
 
 
@@ -22,41 +24,18 @@ class ClaimQueries:
 
     async def claim(self, mailout_id: int, now: datetime, limit: int, lease_s: float) -> list[ClaimedMessage]:
         """Move up to `limit` due pending messages of a running mailout to `sending`, leased, oldest first."""
-        running = exists().where(mailouts.c.id == mailout_id, mailouts.c.status == MailoutStatus.RUNNING)
-        due = (
-            select(messages.c.id)
-            .where(
-                messages.c.mailout_id == mailout_id,
-                messages.c.status == MessageStatus.PENDING,
-                messages.c.next_attempt_at <= at(now),
-                running,
-            )
-            .order_by(messages.c.next_attempt_at, messages.c.id)
-            .limit(limit)
-        )
-        if self.is_postgres:
-            # Several processes may claim from one mailout: each skips the rows another is taking.
-            due = due.with_for_update(skip_locked=True, of=messages)
-        statement = (
-            update(messages)
-            .where(messages.c.id.in_(due.scalar_subquery()))
-            .values(
-                status=MessageStatus.SENDING,
-                lease_until=now + timedelta(seconds=lease_s),
-                updated_at=now,
-            )
-            .returning(
-                messages.c.id,
-                messages.c.phone,
-                messages.c.timezone,
-                messages.c.attempts,
-                messages.c.customer_id,
-            )
-        )
-        async with self._db.begin() as conn:
-            rows = (await conn.execute(statement)).all()
+        statement = _PG_CLAIM if self.is_postgres else _SQLITE_CLAIM
+        # Not named after columns: SQLAlchemy keeps those names for an UPDATE's own SET values.
+        params = {
+            "claim_mailout_id": mailout_id,
+            "claim_now": now,
+            "claim_limit": limit,
+            "claim_lease_until": now + timedelta(seconds=lease_s),
+        }
+        rows = await fetch_all(self._db, statement, params)
         claimed = [
-            ClaimedMessage(r.id, mailout_id, r.phone, r.timezone, r.attempts, r.customer_id) for r in rows
+            ClaimedMessage(r["id"], mailout_id, r["phone"], r["timezone"], r["attempts"], r["customer_id"])
+            for r in rows
         ]
         claimed.sort(key=lambda m: m.id)
         return claimed
@@ -98,3 +77,44 @@ class ClaimQueries:
                 .values(next_attempt_at=by_zone(messages.c.timezone, opens, now), updated_at=now)
             )
             return int(last_id), max(result.rowcount, 0)
+
+
+def _claim_statement(*, skip_locked: bool) -> DirectStatement:
+    """The claim, built once: an UPDATE of the due ids (oldest first) returning what a send needs."""
+    running = exists().where(
+        mailouts.c.id == bindparam("claim_mailout_id"), mailouts.c.status == MailoutStatus.RUNNING
+    )
+    due = (
+        select(messages.c.id)
+        .where(
+            messages.c.mailout_id == bindparam("claim_mailout_id"),
+            messages.c.status == MessageStatus.PENDING,
+            messages.c.next_attempt_at <= bindparam("claim_now", type_=UTCDateTime),
+            running,
+        )
+        .order_by(messages.c.next_attempt_at, messages.c.id)
+        .limit(bindparam("claim_limit"))
+    )
+    if skip_locked:
+        # Several processes may claim from one mailout: each skips the rows another is taking.
+        due = due.with_for_update(skip_locked=True, of=messages)
+    return DirectStatement(
+        update(messages)
+        .where(messages.c.id.in_(due.scalar_subquery()))
+        .values(
+            status=MessageStatus.SENDING,
+            lease_until=bindparam("claim_lease_until", type_=UTCDateTime),
+            updated_at=bindparam("claim_now", type_=UTCDateTime),
+        )
+        .returning(
+            messages.c.id,
+            messages.c.phone,
+            messages.c.timezone,
+            messages.c.attempts,
+            messages.c.customer_id,
+        )
+    )
+
+
+_PG_CLAIM = _claim_statement(skip_locked=True)
+_SQLITE_CLAIM = _claim_statement(skip_locked=False)

@@ -6,16 +6,30 @@ waits on anything else (SQLite has one pooled connection).
 
 from __future__ import annotations
 
-import json
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, String, bindparam, case, delete, func, insert, select, true, update
+import orjson
+from sqlalchemy import (
+    BigInteger,
+    Select,
+    String,
+    bindparam,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.engine import RowMapping
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
@@ -25,10 +39,12 @@ from mailer.domain.customers import PHONE_DIGITS, CustomerFields, default_operat
 from mailer.domain.errors import ConflictError, NotFoundError
 from mailer.domain.statuses import MessageStatus
 from mailer.store.coltypes import UTCDateTime
+from mailer.store.direct import DirectStatement, fetch_one
 from mailer.store.paging import page_of
 from mailer.store.tables import customers, messages
 
-CustomerRow = RowMapping
+# A row by column name: SQLAlchemy's RowMapping, or a dict from the PostgreSQL read path (`get`).
+CustomerRow = Mapping[Any, Any]
 
 _RESOURCE = "customer"
 
@@ -69,12 +85,15 @@ async def create(db: AsyncEngine, fields: CustomerFields) -> CustomerRow:
     return row._mapping
 
 
+# The API's hottest read: on PostgreSQL it skips SQLAlchemy's execute (see `mailer/store/direct.py`).
+_GET = DirectStatement(select(customers).where(customers.c.id == bindparam("customer_id")))
+
+
 async def get(db: AsyncEngine, customer_id: int) -> CustomerRow:
-    async with db.connect() as conn:
-        row = (await conn.execute(select(customers).where(customers.c.id == customer_id))).one_or_none()
+    row = await fetch_one(db, _GET, {"customer_id": customer_id})
     if row is None:
         raise NotFoundError(_RESOURCE, customer_id)
-    return row._mapping
+    return row
 
 
 async def list_page(
@@ -104,7 +123,7 @@ async def list_page(
     if phone_prefix is not None:
         query = query.where(phone_starts_with(phone_prefix))
     async with db.connect() as conn:
-        rows = [r._mapping for r in (await conn.execute(query)).all()]
+        rows: list[CustomerRow] = [r._mapping for r in (await conn.execute(query)).all()]
     page = page_of(rows, limit, lambda row: int(row["id"]))
     return page.items, page.next_after
 
@@ -180,39 +199,48 @@ _UPSERT_COLUMNS = ("phone", "operator_code", "tag", "timezone")
 
 
 def _batch_source(dialect: str) -> Select[Any]:
-    """The batch as a table: PostgreSQL unnests one array per column, SQLite walks one JSON array of rows.
+    """The batch as a table: both databases walk one JSON array of `[phone, operator_code, tag, timezone]`.
 
-    Either way the whole batch is a handful of bound values, so one statement carries thousands of rows
-    without per-row parameter processing, and the statement text is the same for every batch (cached).
+    The whole batch is two bound values, so one statement carries thousands of rows without per-row
+    parameter processing, and the statement text is the same for every batch (cached). On PostgreSQL the
+    text replaced an array per column, whose encoding checks every element for nesting; orjson writes the
+    whole batch in under a millisecond.
     """
     now = bindparam("now", type_=UTCDateTime())
+    rows = bindparam("rows", type_=String())
+    columns = range(len(_UPSERT_COLUMNS))
+    cells: list[ColumnElement[Any]]
     if dialect == "postgresql":
-        arrays = [bindparam(name, type_=ARRAY(String())) for name in _UPSERT_COLUMNS]
-        rows = func.unnest(*arrays).table_valued(*_UPSERT_COLUMNS).render_derived(name="batch")
-        return select(*(rows.c[name] for name in _UPSERT_COLUMNS), now, now)
+        # jsonb: parsed once, then each cell is a cheap lookup (json would be parsed again by every ->>).
+        each = func.jsonb_array_elements(cast(rows, JSONB)).table_valued("value").alias("batch")
+        cells = [each.c.value.op("->>", return_type=String())(literal_column(str(i))) for i in columns]
+        return select(*cells, now, now)
     if dialect == "sqlite":
-        each = func.json_each(bindparam("rows", type_=String())).table_valued("value").alias("batch")
-        cells = (func.json_extract(each.c.value, f"$[{i}]") for i in range(len(_UPSERT_COLUMNS)))
+        each = func.json_each(rows).table_valued("value").alias("batch")
+        cells = [func.json_extract(each.c.value, f"$[{i}]") for i in columns]
         # "WHERE true": without a WHERE, SQLite would read ON CONFLICT as part of the SELECT's join.
         return select(*cells, now, now).where(true())
     raise RuntimeError(f"no upsert for dialect {dialect!r}")  # pragma: no cover - settings allow no other
 
 
-def _batch_params(dialect: str, rows: Sequence[CustomerFields], now: datetime) -> dict[str, Any]:
-    if dialect == "postgresql":
-        columns = list(zip(*rows, strict=True))
-        return {"now": now} | {
-            name: list(values) for name, values in zip(_UPSERT_COLUMNS, columns, strict=True)
-        }
-    return {"now": now, "rows": json.dumps(rows)}
+def _batch_params(rows: Sequence[CustomerFields], now: datetime) -> dict[str, Any]:
+    # orjson takes tuples, not NamedTuples; a CustomerFields is in column order.
+    return {"now": now, "rows": orjson.dumps([tuple(fields) for fields in rows]).decode()}
 
 
+@functools.cache
 def _upsert_statement(dialect: str) -> Any:
+    """The upsert of one batch; built once per dialect (building it and its cache key cost per batch).
+
+    SQLite answers a row per customer, `(id, created_at)`; PostgreSQL answers one row, the ids it created
+    and the ids it updated as two arrays, so that no row per customer is decoded and processed. With the
+    JSON rows, the event loop's time per 2,000-row batch on PostgreSQL went from about 16 ms to 3 ms.
+    """
     insert_into: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert_into(customers).from_select(
         [*_UPSERT_COLUMNS, "created_at", "updated_at"], _batch_source(dialect)
     )
-    return stmt.on_conflict_do_update(
+    upsert = stmt.on_conflict_do_update(
         index_elements=[customers.c.phone],
         set_={
             "operator_code": stmt.excluded.operator_code,
@@ -221,6 +249,25 @@ def _upsert_statement(dialect: str) -> Any:
             "updated_at": stmt.excluded.updated_at,
         },
     ).returning(customers.c.id, customers.c.created_at)
+    if dialect != "postgresql":
+        return upsert
+    written = upsert.cte("written")
+    created = written.c.created_at == bindparam("now", type_=UTCDateTime())
+    in_order = aggregate_order_by(written.c.id, written.c.id)
+    return select(
+        func.array_agg(in_order, type_=ARRAY(BigInteger())).filter(created),
+        func.array_agg(in_order, type_=ARRAY(BigInteger())).filter(~created),
+    )
+
+
+def upserts_at_once(db: AsyncEngine) -> int:
+    """How many `upsert_batch` calls are worth running at once, each on its own connection.
+
+    PostgreSQL works on one batch while another commits (100,000 rows upserted alone took 1.6 s one batch
+    at a time, 1.0-1.4 s two at a time). SQLite has one connection and one writer: a second call would
+    only queue there, ahead of every other request.
+    """
+    return 2 if db.dialect.name == "postgresql" else 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,13 +292,16 @@ async def upsert_batch(db: AsyncEngine, batch: Sequence[CustomerFields]) -> Upse
     rows = list({fields.phone: fields for fields in batch}.values())
     now = utc_now()
     async with db.begin() as conn:
-        dialect = conn.dialect.name
-        result = await conn.execute(_upsert_statement(dialect), _batch_params(dialect, rows, now))
+        result = await conn.execute(_upsert_statement(conn.dialect.name), _batch_params(rows, now))
         # An update keeps the row's created_at, so only the rows this statement created carry `now`; exact
         # even when another import writes the same phones at the same time.
-        created_ids: list[int] = []
-        updated_ids: list[int] = []
-        for customer_id, created_at in result.all():
-            (created_ids if created_at == now else updated_ids).append(customer_id)
+        if conn.dialect.name == "postgresql":
+            created_ids, updated_ids = result.one()
+            # array_agg of no rows is NULL.
+            created_ids, updated_ids = created_ids or [], updated_ids or []
+        else:
+            created_ids, updated_ids = [], []
+            for customer_id, created_at in result.all():
+                (created_ids if created_at == now else updated_ids).append(customer_id)
     created = len(created_ids)
     return UpsertOutcome(created, len(batch) - created, created_ids, updated_ids)

@@ -7,12 +7,11 @@ decide, and write in the same transaction, so a concurrent activation by the eng
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, insert, select, update
-from sqlalchemy.engine import RowMapping
+from sqlalchemy import ColumnElement, Select, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mailer.domain.errors import NotFoundError
@@ -29,6 +28,7 @@ from mailer.domain.mailouts import (
     window_to_seconds,
 )
 from mailer.domain.statuses import MailoutStatus, MessageStatus
+from mailer.store.direct import DirectStatement, fetch_one
 from mailer.store.paging import Page, page_of
 from mailer.store.tables import mailouts, messages
 
@@ -38,7 +38,7 @@ RESOURCE = "mailout"
 DELETE_CHUNK_ROWS = 2_000
 
 
-def from_row(row: RowMapping) -> Mailout:
+def from_row(row: Mapping[Any, Any]) -> Mailout:
     return Mailout(
         id=row["id"],
         spec=MailoutSpec(
@@ -97,9 +97,17 @@ async def read(conn: AsyncConnection, mailout_id: int, *, lock: bool = False) ->
     return from_row(row)
 
 
+_GET = DirectStatement(
+    select(mailouts).where(mailouts.c.id == bindparam("mailout_id")),
+    json_columns=("operator_codes", "tags"),
+)
+
+
 async def get(db: AsyncEngine, mailout_id: int) -> Mailout:
-    async with db.connect() as conn:
-        return await read(conn, mailout_id)
+    row = await fetch_one(db, _GET, {"mailout_id": mailout_id})
+    if row is None:
+        raise NotFoundError(RESOURCE, mailout_id)
+    return from_row(row)
 
 
 def listing(status: MailoutStatus | None, limit: int, after: int) -> Select[Any]:

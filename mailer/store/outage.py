@@ -41,10 +41,12 @@ def is_disconnect(exc: BaseException) -> bool:
     if isinstance(exc, OSError | TimeoutError):
         return True
     module = type(exc).__module__
-    # asyncpg's own errors, seen bare when the adapter chains them: a closed connection or a shutdown.
+    # asyncpg's own errors, seen bare when the adapter chains them or a statement ran on the driver itself
+    # (`mailer/store/direct.py`): a closed connection, a connection exception or a shutdown.
+    code = getattr(exc, "sqlstate", None)
     return module.startswith("asyncpg") and (
         type(exc).__name__ in ("ConnectionDoesNotExistError", "InterfaceError")
-        or getattr(exc, "sqlstate", None) in _SHUTDOWN_CODES
+        or (isinstance(code, str) and (code.startswith(_CONNECTION_CLASS) or code in _SHUTDOWN_CODES))
     )
 
 

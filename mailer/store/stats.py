@@ -3,6 +3,8 @@
 - counts: the rows of `mailout_message_counts` (kept by triggers, see migration 0003), one query per page;
 - first and last send: two lookups on the partial (mailout_id, sent_at) index, with the mailout's row;
 - attempts and errors: the rows of `mailout_attempt_counts`.
+
+One mailout's statistics are one statement on PostgreSQL (`_PG_STATS`), two on SQLite.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ScalarSelect, bindparam, literal, select, union_all
+from sqlalchemy import ScalarSelect, bindparam, func, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mailer.domain.errors import NotFoundError
 from mailer.domain.mailouts import Mailout
 from mailer.domain.statuses import MailoutStatus, MessageStatus, Outcome
+from mailer.store.direct import DirectStatement, fetch_one
 from mailer.store.mailouts import RESOURCE, from_row, listing
 from mailer.store.paging import Page, page_of
 from mailer.store.tables import mailout_attempt_counts, mailout_message_counts, mailouts, messages
@@ -100,9 +103,9 @@ def _sent_at_bound(*, last: bool) -> ScalarSelect[Any]:
     )
 
 
-# Two statements per request, built once: this route is read at high rates, and each round trip and each
-# statement construction shows in its latency. One statement (the mailout outer-joined to its counter rows)
-# saved no measurable CPU and doubled the p99 at 32 clients in four runs of bench/api.py out of four.
+# SQLite: two statements per request, built once. (An outer join of the mailout to its counter rows, tried
+# on PostgreSQL as one statement, saved no CPU and doubled the p99 at 32 clients; PostgreSQL now reads the
+# counters as scalar subqueries of one row, `_PG_STATS`.)
 _MAILOUT_WITH_SENT_RANGE = select(
     mailouts,
     _sent_at_bound(last=False).label("first_sent_at"),
@@ -124,14 +127,41 @@ _COUNTERS = union_all(
 )
 
 
+def _counters_object(table: Any, key: Any) -> ScalarSelect[Any]:
+    """The mailout's counter rows as one JSON object {key: n} (null without rows): PostgreSQL only."""
+    return (
+        select(func.json_object_agg(key, table.c.n))
+        .where(table.c.mailout_id == bindparam("mailout_id"))
+        .scalar_subquery()
+    )
+
+
+# PostgreSQL: everything in one statement and one round trip, through the path that skips SQLAlchemy's
+# execute (`DirectStatement`); at 32 clients each round trip and each execute is CPU the request waits behind.
+_PG_STATS = DirectStatement(
+    _MAILOUT_WITH_SENT_RANGE.add_columns(
+        _counters_object(mailout_message_counts, mailout_message_counts.c.status).label("by_status"),
+        _counters_object(mailout_attempt_counts, mailout_attempt_counts.c.outcome).label("by_outcome"),
+    ),
+    json_columns=("operator_codes", "tags", "by_status", "by_outcome"),
+)
+
+
 async def for_mailout(db: AsyncEngine, mailout_id: int) -> MailoutStatsData:
     """The statistics of one mailout; NotFoundError when it does not exist."""
     params = {"mailout_id": mailout_id}
-    async with db.connect() as conn:
-        row = (await conn.execute(_MAILOUT_WITH_SENT_RANGE, params)).mappings().one_or_none()
+    if db.dialect.name == "postgresql":
+        row = await fetch_one(db, _PG_STATS, params)
         if row is None:
             raise NotFoundError(RESOURCE, mailout_id)
-        counters = (await conn.execute(_COUNTERS, params)).all()
+        counters = [(_STATUS, key, n) for key, n in (row["by_status"] or {}).items()]
+        counters += [(_OUTCOME, key, n) for key, n in (row["by_outcome"] or {}).items()]
+    else:
+        async with db.connect() as conn:
+            row = (await conn.execute(_MAILOUT_WITH_SENT_RANGE, params)).mappings().one_or_none()
+            if row is None:
+                raise NotFoundError(RESOURCE, mailout_id)
+            counters = [tuple(r) for r in (await conn.execute(_COUNTERS, params)).all()]
     by_status = zero_counts()
     by_outcome: dict[str, int] = {}
     for counter, key, n in counters:
