@@ -15,9 +15,11 @@ import itertools
 import threading
 from collections.abc import Callable, Iterable
 from enum import StrEnum
+from typing import cast
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from mailer.domain.breaker import BreakerState
@@ -132,27 +134,37 @@ def set_breaker_state(state: BreakerState | str) -> None:
 set_breaker_state(BreakerState.CLOSED)
 
 
+def labelled[M: MetricWrapperBase](metric: M, *values: str) -> M:
+    """`metric.labels(*values)`, looked up once per label set: `labels()` (a lock and label checks per call)
+    on every request and message was a few microseconds of each one's CPU. Every label set here is bounded
+    (statuses, outcomes, methods, route templates)."""
+    key = (metric, values)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(*values)
+    return cast(M, child)
+
+
+_CHILDREN: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = {}
+
+
 def message_transition(status: MessageStatus | str, count: int = 1) -> None:
     """Count `count` messages entering `status`."""
     if count > 0:
-        MESSAGE_TRANSITIONS.labels(status=MessageStatus(status).value).inc(count)
+        labelled(MESSAGE_TRANSITIONS, MessageStatus(status).value).inc(count)
 
 
 def provider_request(outcome: Outcome | str, duration_s: float | None) -> None:
     """Count one provider request by outcome and, when it was made, observe its latency."""
-    counter = _REQUESTS_BY_OUTCOME.get(outcome)
-    if counter is None:  # a plain string: validated, then the same child
-        counter = _REQUESTS_BY_OUTCOME[Outcome(outcome)]
-    counter.inc()
+    labelled(PROVIDER_REQUESTS, Outcome(outcome).value).inc()
     if duration_s is not None:
         PROVIDER_LATENCY.observe(duration_s)
 
 
-# One child per outcome, looked up once: `labels()` (a lock and a tuple key per call) on every request was
-# a few microseconds of each message's CPU.
-_REQUESTS_BY_OUTCOME: dict[Outcome | str, Counter] = {
-    outcome: PROVIDER_REQUESTS.labels(outcome=outcome.value) for outcome in Outcome
-}
+def http_request(method: str, route: str, status: int, duration_s: float) -> None:
+    """Count one HTTP request served and observe how long it took."""
+    labelled(HTTP_REQUESTS, method, route, str(status)).inc()
+    labelled(HTTP_LATENCY, method, route).observe(duration_s)
 
 
 Sample = Callable[[], float]

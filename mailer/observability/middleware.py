@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import time
@@ -12,7 +11,6 @@ import structlog
 from aiohttp import web, web_response
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
-from prometheus_client import Counter, Histogram
 
 from mailer.observability import metrics
 from mailer.observability.truncate import clip
@@ -116,18 +114,6 @@ def _resource_ids(request: web.Request, route: str) -> dict[str, int]:
     return {}
 
 
-# The labelled series of each (method, route, status): looking one up in prometheus_client (a lock, label
-# checks) twice per request was a few percent of a read's CPU. All three are bounded sets (see above).
-@functools.cache
-def _requests_counter(method: str, route: str, status: int) -> Counter:
-    return metrics.HTTP_REQUESTS.labels(method=method, route=route, status=str(status))
-
-
-@functools.cache
-def _latency_histogram(method: str, route: str) -> Histogram:
-    return metrics.HTTP_LATENCY.labels(method=method, route=route)
-
-
 @web.middleware
 async def observability_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Bind `request_id` (and the resource id) for the request, return the id, count, time and log it.
@@ -166,8 +152,7 @@ async def observability_middleware(request: web.Request, handler: Handler) -> we
     finally:
         duration_s = time.perf_counter() - started_s
         method = request.method if request.method in KNOWN_METHODS else "other"
-        _requests_counter(method, route, status).inc()
-        _latency_histogram(method, route).observe(duration_s)
+        metrics.http_request(method, route, status, duration_s)
         quiet = route in QUIET_ROUTES and status < 400
         (log.debug if quiet else log.info)(
             "http.request",
