@@ -188,7 +188,9 @@ async def part_a(args: argparse.Namespace, session: aiohttp.ClientSession, info:
                     stats = await api.stats(mailout_id)
                     return bool(stats["total"] == n and open_count(stats) == 0)
 
-                await poll(all_final, 0.2, FINISHED_TIMEOUT_S)
+                # Every 50 ms: a coarser poll would add up to its interval to the time measured (2 % of a
+                # 10 s run at 0.2 s), and one statistics read costs the service well under a millisecond.
+                await poll(all_final, 0.05, FINISHED_TIMEOUT_S)
                 mailer_s = time.perf_counter() - started
                 load_after = load()
                 service_cpu_s = cpu_seconds(service.pid) - service_cpu_before

@@ -1,6 +1,6 @@
 """The recorder's batch write (`OutcomeQueries.record`) on both databases: every column of a mixed batch, the
 counters, a message deleted between claim and record; on SQLite the rows equal, byte for byte, those of the
-executemany write it replaced, and a batch is two statements whatever its size."""
+executemany write it replaced, and a batch is two statements whatever its size, in one transaction."""
 
 from __future__ import annotations
 
@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Table, bindparam, delete, event, func, insert, select, text, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import greenlet_spawn
 
 from mailer.domain.sending import AttemptRow, MessageOutcome
 from mailer.domain.statuses import MailoutStatus, MessageStatus
 from mailer.engine.recorder import Recorder
+from mailer.store import direct
 from mailer.store.coltypes import UTCDateTime
 from mailer.store.db import create_engine
 from mailer.store.dispatch import DispatchStore
@@ -362,29 +364,42 @@ async def test_sqlite_rows_equal_those_of_the_executemany_write_byte_for_byte(
 
 
 async def test_sqlite_a_batch_is_two_statements_whatever_its_size(
-    sqlite_template: Path, tmp_path: Path
+    sqlite_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "mailer.db"
     shutil.copyfile(sqlite_template, path)
     engine = create_engine(f"sqlite:///{path}")
     store = DispatchStore(engine)
-    seen: list[tuple[str, bool]] = []
+    # The statements handed to aiosqlite's thread, one list per transaction, before their values are bound.
+    transactions: list[list[str]] = []
+    in_one_transaction = direct._sqlite_transaction
 
-    def statement(_conn: Any, _cursor: Any, sql: str, _params: Any, _context: Any, many: bool) -> None:
-        seen.append((sql, many))
+    def recorded(connection: sqlite3.Connection, steps: list[direct.SQLiteStep]) -> list[Any]:
+        transactions.append([sql for sql, _ in steps])
+        return in_one_transaction(connection, steps)
 
+    monkeypatch.setattr(direct, "_sqlite_transaction", recorded)
+    # And what SQLite itself ran (the trace repeats a statement for each trigger it fires).
+    ran: list[str] = []
+    pooled = await engine.raw_connection()
+    driver = pooled.driver_connection
+    assert driver is not None
+    await driver._execute(lambda: driver._conn.set_trace_callback(ran.append))
+    await greenlet_spawn(pooled.close)
+
+    batches: list[list[str]] = []
     try:
         mailout_id = await add_mailout(engine)
-        batches: list[list[str]] = []
         # A batch of one, of two, of all six: the statements must not depend on the size.
         for size in (1, 2, len(SEEDS)):
             ids = await seed(engine, mailout_id)
-            event.listen(engine.sync_engine, "before_cursor_execute", statement)
+            transactions.clear()
+            ran.clear()
             await store.record(mixed_batch(ids, mailout_id)[:size], NOW)
-            event.remove(engine.sync_engine, "before_cursor_execute", statement)
-            batches.append([sql for sql, many in seen if not many])
-            assert not any(many for _, many in seen)
-            seen.clear()
+            assert len(transactions) == 1
+            batches.append(transactions[0])
+            statements = [sql for n, sql in enumerate(ran) if n == 0 or sql != ran[n - 1]]
+            assert [sql.split()[0] for sql in statements] == ["BEGIN", "UPDATE", "INSERT", "COMMIT"]
     finally:
         await engine.dispose()
     assert len(batches[0]) == 2

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestServer
 
 from mailer.domain.statuses import Outcome
 from mailer.provider.classify import classify_response
-from mailer.provider.client import BODY_LIMIT_BYTES, ProviderClient, SendResult
+from mailer.provider.client import BODY_LIMIT_BYTES, ProviderClient, SendResult, provider_session
 from sandbox.app import create_sandbox_app
 from sandbox.faults import SandboxFaults
 from sandbox.state import SANDBOX_STATE, SandboxState
@@ -325,6 +325,32 @@ async def test_redirect_is_not_followed(
     client = ProviderClient(session, await serve(app), TOKEN)
     result = await client.send(1, PHONE, "hi", LONG_TIMEOUT_S)
     assert (result.outcome, result.http_status) == (Outcome.TRANSIENT, 307)
+
+
+async def test_the_senders_session_keeps_no_cookie_a_provider_sets(
+    serve: Callable[[web.Application], Awaitable[str]],
+) -> None:
+    # A provider setting a new cookie on every answer: a jar would grow by one per request and send them all
+    # back. By host name, not IP: aiohttp's default jar ignores cookies of IP addresses.
+    cookies_seen: list[str] = []
+
+    async def send(request: web.Request) -> web.Response:
+        cookies_seen.append(request.headers.get("Cookie", ""))
+        response = web.json_response({"code": 0, "message": "OK"})
+        response.set_cookie(f"c{len(cookies_seen)}", "x" * 100)
+        return response
+
+    app = web.Application()
+    app.router.add_post("/send/{msgId}", send)
+    base_url = (await serve(app)).replace("127.0.0.1", "localhost")
+    async with provider_session(concurrency=3) as session:
+        client = ProviderClient(session, base_url, None)
+        for msg_id in range(1, 6):
+            assert (await client.send(msg_id, PHONE, "hi", LONG_TIMEOUT_S)).outcome is Outcome.SENT
+        assert len(session.cookie_jar) == 0
+        assert isinstance(session.connector, aiohttp.TCPConnector)
+        assert session.connector.limit == 3
+    assert cookies_seen == [""] * 5
 
 
 async def test_a_raising_session_still_gives_outcomes(aiohttp_server: AiohttpServer) -> None:

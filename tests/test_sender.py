@@ -32,6 +32,9 @@ class FakeProvider:
         # Set once `watch_for` sends have been made.
         self.watch_for = 0
         self.reached = asyncio.Event()
+        # While cleared, every send waits for it (a request in flight that a cut can reach).
+        self.answer = asyncio.Event()
+        self.answer.set()
 
     def url_for(self, msg_id: int) -> str:
         return f"http://provider.invalid/send/{msg_id}"
@@ -40,6 +43,7 @@ class FakeProvider:
         self.sent.append(msg_id)
         if len(self.sent) >= self.watch_for:
             self.reached.set()
+        await self.answer.wait()
         return SendResult(Outcome.SENT, 200, 0.001, None, None)
 
 
@@ -64,6 +68,7 @@ class Rig:
     provider: FakeProvider
     store: Store
     recorder: Recorder
+    workers: list[asyncio.Task[None]]
 
 
 @pytest.fixture
@@ -91,9 +96,11 @@ async def rig() -> AsyncIterator[Rig]:
         clock=lambda: NOW,
     )
     tasks = [asyncio.create_task(recorder.run())]
-    tasks += [asyncio.create_task(pool.run_worker()) for _ in range(CONCURRENCY)]
-    yield Rig(pool, provider, store, recorder)
+    workers = [asyncio.create_task(pool.run_worker()) for _ in range(CONCURRENCY)]
+    tasks += workers
+    yield Rig(pool, provider, store, recorder, workers)
     store.gate.set()
+    provider.answer.set()
     await pool.drain(0)
     for task in tasks:
         task.cancel()
@@ -192,3 +199,103 @@ async def test_sends_not_yet_recorded_never_exceed_twice_the_concurrency(rig: Ri
 async def _submit_all(rig: Rig, live: LiveMailout, total: int) -> None:
     for message_id in range(1, total + 1):
         await rig.pool.submit(SendJob(message(message_id, 1), live))
+
+
+# --- cuts: a request in flight is cut by cancelling its worker inside the attempt ---------------------------
+
+
+async def _in_flight(rig: Rig, live: LiveMailout, count: int) -> None:
+    """Submit `count` jobs whose requests then hang, and wait until all of them are in flight."""
+    rig.provider.answer.clear()
+    rig.provider.watch_for = count
+    for message_id in range(1, count + 1):
+        await rig.pool.submit(SendJob(message(message_id, live.id), live))
+    async with asyncio.timeout(5):
+        await rig.provider.reached.wait()
+
+
+def _attempt_outcomes(rig: Rig) -> dict[int, str | None]:
+    return {o.message_id: o.attempt.outcome if o.attempt else None for o in rig.store.written}
+
+
+async def test_a_cancel_cuts_requests_in_flight_and_the_workers_go_on_sending(rig: Rig) -> None:
+    live = rig.pool.open(plan(1, created_at=NOW))
+    await _in_flight(rig, live, CONCURRENCY)
+    await rig.pool.stop_mailout(1)
+    await settle(rig, CONCURRENCY)
+    assert rig.store.statuses() == dict.fromkeys(range(1, CONCURRENCY + 1), MessageStatus.CANCELLED)
+    assert set(_attempt_outcomes(rig).values()) == {Outcome.CUT.value}
+    assert rig.pool.in_flight() == 0
+    # Every worker took its cut back: none stopped, and they all send again (one job each, still hanging).
+    assert not any(worker.done() for worker in rig.workers)
+    other = rig.pool.open(plan(2, created_at=NOW))
+    rig.provider.sent.clear()
+    rig.provider.reached.clear()
+    rig.provider.watch_for = CONCURRENCY
+    for message_id in range(101, 101 + CONCURRENCY):
+        await rig.pool.submit(SendJob(message(message_id, 2), other))
+    async with asyncio.timeout(5):
+        await rig.provider.reached.wait()
+    assert rig.pool.in_flight(2) == CONCURRENCY
+    rig.provider.answer.set()
+    await settle(rig, 2 * CONCURRENCY)
+    assert {rig.store.statuses()[i] for i in range(101, 101 + CONCURRENCY)} == {MessageStatus.SENT}
+
+
+async def test_a_drain_without_grace_cuts_requests_back_to_pending_and_the_workers_end(rig: Rig) -> None:
+    live = rig.pool.open(plan(1, created_at=NOW))
+    await _in_flight(rig, live, CONCURRENCY)
+    await rig.pool.drain(0)
+    await settle(rig, CONCURRENCY)
+    assert set(rig.store.statuses().values()) == {MessageStatus.PENDING}
+    assert set(_attempt_outcomes(rig).values()) == {Outcome.CUT.value}
+    async with asyncio.timeout(5):
+        await asyncio.wait(rig.workers)
+    # They returned (the queue is closed), none was left cancelled by its cut.
+    assert [worker.cancelled() for worker in rig.workers] == [False] * CONCURRENCY
+
+
+async def test_a_drain_with_grace_lets_requests_in_flight_finish(rig: Rig) -> None:
+    live = rig.pool.open(plan(1, created_at=NOW))
+    await _in_flight(rig, live, CONCURRENCY)
+    draining = asyncio.create_task(rig.pool.drain(5.0))
+    await asyncio.sleep(0)
+    assert not draining.done()
+    rig.provider.answer.set()
+    async with asyncio.timeout(5):
+        await draining
+    await settle(rig, CONCURRENCY)
+    assert set(rig.store.statuses().values()) == {MessageStatus.SENT}
+
+
+async def test_a_worker_stopped_mid_request_records_the_cut_and_stops(rig: Rig) -> None:
+    live = rig.pool.open(plan(1, created_at=NOW))
+    await _in_flight(rig, live, CONCURRENCY)
+    worker = rig.workers[0]
+    worker.cancel()
+    async with asyncio.timeout(5):
+        await asyncio.wait([worker])
+    assert worker.cancelled()
+    await settle(rig, 1)
+    (outcome,) = rig.store.written
+    assert outcome.status is MessageStatus.PENDING  # a shutdown cut: back to pending at once
+    assert outcome.attempt is not None
+    assert outcome.attempt.outcome == Outcome.CUT.value
+    assert rig.pool.in_flight() == CONCURRENCY - 1
+
+
+async def test_a_cut_and_a_stop_of_the_same_worker_at_once_record_the_cut_and_stop_it(rig: Rig) -> None:
+    live = rig.pool.open(plan(1, created_at=NOW))
+    await _in_flight(rig, live, CONCURRENCY)
+    # The supervisor stops every worker while a cancel of the mailout cuts their requests: the cut is
+    # recorded, and no worker swallows its own stop by taking the cut back.
+    stopping = asyncio.create_task(rig.pool.stop_mailout(1))
+    await asyncio.sleep(0)
+    for worker in rig.workers:
+        worker.cancel()
+    async with asyncio.timeout(5):
+        await stopping
+        await asyncio.wait(rig.workers)
+    assert [worker.cancelled() for worker in rig.workers] == [True] * CONCURRENCY
+    await settle(rig, CONCURRENCY)
+    assert set(rig.store.statuses().values()) == {MessageStatus.CANCELLED}

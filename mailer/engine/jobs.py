@@ -49,5 +49,7 @@ class SendJob:
     started_s: float | None = None
     cut: CutReason | None = None
     probe: bool = False
+    # True while its worker is inside the attempt: only then may a cut cancel the worker (`sender._cut`).
+    attempting: bool = False
     # Set once the outcome is handed to the recorder (the worker's slot then comes back with its write).
     settled: bool = False

@@ -7,11 +7,13 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Any
 
 import structlog
 
 from mailer.domain.sending import MessageOutcome
 from mailer.observability import metrics
+from mailer.observability.logging import info_lines
 from mailer.store.outage import while_unreachable
 
 log = structlog.get_logger(__name__)
@@ -119,20 +121,8 @@ class Recorder:
         is logged and counted too; that is rare, and knowing it would cost a query."""
         for status, count in Counter(o.status for o in written).items():
             metrics.message_transition(status, count)
-        for o in written:
-            attempt = o.attempt
-            log.info(
-                f"message.{o.status.value}",
-                mailout_id=o.mailout_id,
-                message_id=o.message_id,
-                customer_id=o.customer_id,
-                attempts=o.attempts,
-                outcome=attempt.outcome if attempt else None,
-                http_status=attempt.http_status if attempt else None,
-                duration_ms=attempt.duration_ms if attempt else None,
-                error=o.error or (attempt.error if attempt else None),
-                next_attempt_at=o.next_attempt_at.isoformat() if o.next_attempt_at else None,
-            )
+        # Built and written together: one write and one flush, about half the CPU of a call per line.
+        info_lines(__name__, (_state_line(o) for o in written))
 
     async def _write_batch(self, batch: list[MessageOutcome]) -> list[MessageOutcome]:
         """Write the batch; returns the outcomes that were written."""
@@ -161,3 +151,19 @@ class Recorder:
                     status=outcome.status.value,
                 )
         return written
+
+
+def _state_line(o: MessageOutcome) -> tuple[str, dict[str, Any]]:
+    """The state line of one written outcome: its event and fields."""
+    attempt = o.attempt
+    return f"message.{o.status.value}", {
+        "mailout_id": o.mailout_id,
+        "message_id": o.message_id,
+        "customer_id": o.customer_id,
+        "attempts": o.attempts,
+        "outcome": attempt.outcome if attempt else None,
+        "http_status": attempt.http_status if attempt else None,
+        "duration_ms": attempt.duration_ms if attempt else None,
+        "error": o.error or (attempt.error if attempt else None),
+        "next_attempt_at": o.next_attempt_at.isoformat() if o.next_attempt_at else None,
+    }

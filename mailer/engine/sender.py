@@ -5,11 +5,16 @@ claim, the request with its deadline, the classification) and hands the `Message
 It does not wait for that outcome's commit: it takes its next job as soon as it has a slot, and a slot is
 held from the take until the outcome is written, 2 per worker (the bound on what a crash can send twice,
 see docs/reliability.md).
+
+The attempt runs in the worker's own task, not in a task of its own (a task and an `asyncio.wait` per message
+were 5 µs of its CPU): a cut (cancel, shutdown) cancels the worker while it is inside the job's attempt, and
+the worker takes that cancellation back (`uncancel`) and records the cut as the job's outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -25,6 +30,7 @@ from mailer.engine.job_queue import JobQueue
 from mailer.engine.jobs import CutReason, LiveMailout, SendJob
 from mailer.engine.outcomes import outcome_of
 from mailer.engine.recorder import Recorder
+from mailer.engine.slots import Slots
 
 # The job queue holds this many jobs per worker. Two: while the workers send one round, the next round is
 # already claimed and waiting, so a claim's database round trip never leaves a worker idle; and no more,
@@ -64,10 +70,13 @@ class SenderPool:
         self._attempter = Attempter(
             client, breaker, self._auth, config, clock=clock, monotonic=monotonic, rng=rng or random.Random()
         )
-        self._unrecorded = asyncio.Semaphore(UNRECORDED_PER_WORKER * config.concurrency)
-        # The open mailouts by id (one actor each), and the jobs of each a worker is handling now.
+        self._unrecorded = Slots(UNRECORDED_PER_WORKER * config.concurrency)
+        # The open mailouts by id (one actor each), and the jobs of each a worker is handling now, with the
+        # worker's task (the one a cut cancels).
         self._open: dict[int, LiveMailout] = {}
-        self._flights: dict[LiveMailout, dict[SendJob, asyncio.Task[MessageOutcome]]] = {}
+        self._flights: dict[LiveMailout, dict[SendJob, asyncio.Task[None]]] = {}
+        # Callers of `wait_idle` and `drain`, woken whenever a job's attempt ends or it leaves its flight.
+        self._landing_waiters: list[asyncio.Future[None]] = []
 
     # --- what actors and the engine call -------------------------------------------------------------------
 
@@ -127,16 +136,14 @@ class SenderPool:
         if live is None:
             return
         await self.hold(live, MessageStatus.CANCELLED)
-        for job, task in list(self._flights.get(live, {}).items()):
-            if not task.done():
-                job.cut = CutReason.CANCEL
-                task.cancel()
+        for job, worker in list(self._flights.get(live, {}).items()):
+            _cut(job, worker, CutReason.CANCEL)
         await self.wait_idle(live)
 
     async def wait_idle(self, live: LiveMailout) -> None:
         """Until no job of this mailout is being handled (its outcomes are then with the recorder)."""
-        while tasks := self._flights.get(live):
-            await asyncio.wait(list(tasks.values()))
+        while self._flights.get(live):
+            await self._next_landing()
 
     def held_ids(self) -> list[int]:
         """Messages this pool holds in `sending`: queued, in flight, or waiting for their outcome's write
@@ -154,17 +161,18 @@ class SenderPool:
         now = self._clock()
         for job in await self._queue.close():
             await self.give_back(job, MessageStatus.PENDING, now)
-        tasks = [t for flight in self._flights.values() for t in flight.values()]
-        if tasks and grace_s > 0:
-            await asyncio.wait(tasks, timeout=grace_s)
+        if self._flights and grace_s > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace_s):
+                    while self._flights:
+                        await self._next_landing()
         for flight in list(self._flights.values()):
-            for job, task in list(flight.items()):
-                if not task.done():
-                    job.cut = CutReason.SHUTDOWN
-                    task.cancel()
-        left = [t for flight in self._flights.values() for t in flight.values()]
-        if left:
-            await asyncio.wait(left)
+            for job, worker in list(flight.items()):
+                _cut(job, worker, CutReason.SHUTDOWN)
+        # Until every cut request has ended; handing their outcomes to the recorder is the workers' part (the
+        # supervisor bounds it: a recorder stuck on a dead database must not hang the shutdown here).
+        while any(job.attempting for flight in self._flights.values() for job in flight):
+            await self._next_landing()
 
     # --- the workers ---------------------------------------------------------------------------------------
 
@@ -189,49 +197,68 @@ class SenderPool:
                 raise
 
     async def _run_job(self, job: SendJob) -> None:
-        """Send one job in its own task (so that it can be cut), then hand its outcome to the recorder."""
+        """Send one job (it can be cut meanwhile, see `_cut`), then hand its outcome to the recorder."""
         live = job.mailout
+        worker = asyncio.current_task()
+        assert worker is not None, "workers run in tasks"
         flight = self._flights.setdefault(live, {})
-        task = asyncio.create_task(self._attempt_or_cut(job), name=f"send:{job.message.id}")
-        flight[job] = task
+        flight[job] = worker
         try:
             try:
-                await asyncio.wait({task})
+                job.attempting = True
+                outcome = await self._attempter.run(job)
             except asyncio.CancelledError:
-                # The worker itself is cancelled (a forced stop): cut the request and let it be recorded.
+                if job.cut is not None:
+                    # Our own cut: taken back, so that only a stop of the worker itself is left pending.
+                    worker.uncancel()
+                stopping = job.cut is None or worker.cancelling() > 0
                 job.cut = job.cut or CutReason.SHUTDOWN
-                task.cancel()
-                await asyncio.wait({task})
-                await self._settle(job, task)
-                raise
-            await self._settle(job, task)
+                outcome = self._attempter.cut(job, self._clock())
+                if stopping:
+                    # The worker itself is stopped (forced): the cut request is recorded, then it stops.
+                    await self._settle(job, outcome)
+                    raise
+            finally:
+                job.attempting = False
+                self._landed()
+            await self._settle(job, outcome)
         finally:
             # Only now is the job idle: its outcome is with the recorder (`wait_idle` relies on that).
             flight.pop(job, None)
             if not flight and self._flights.get(live) is flight:
                 del self._flights[live]
+            self._landed()
 
-    async def _settle(self, job: SendJob, task: asyncio.Task[MessageOutcome]) -> None:
+    async def _settle(self, job: SendJob, outcome: MessageOutcome) -> None:
         """Hand the job's outcome to the recorder; the worker's slot comes back once it is written."""
-        # Cut before its coroutine ever ran, a task has nothing to say: nothing was sent. Otherwise a bug in
-        # the attempt surfaces here, crashing the worker: the supervisor logs it and restarts us.
-        outcome = self._attempter.cut(job, self._clock()) if task.cancelled() else task.result()
         await self._recorder.submit(outcome, on_written=self._unrecorded.release)
         job.settled = True
 
-    async def _attempt_or_cut(self, job: SendJob) -> MessageOutcome:
-        try:
-            return await self._attempter.run(job)
-        except asyncio.CancelledError:
-            if job.cut is None:
-                raise
-            # We cut this request on purpose (cancel, shutdown) and know why: an outcome, not an error.
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-            return self._attempter.cut(job, self._clock())
+    async def _next_landing(self) -> None:
+        """Until some job's attempt ends or it leaves its flight (the caller then looks again)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._landing_waiters.append(waiter)
+        await waiter
+
+    def _landed(self) -> None:
+        if self._landing_waiters:
+            waiters, self._landing_waiters = self._landing_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     async def give_back(self, job: SendJob, status: MessageStatus, now: datetime | None = None) -> None:
         """A job that was never started: its message returns with `status`, no attempt counted."""
         next_at = now or self._clock()
         await self._recorder.submit(outcome_of(job, status, next_at=next_at))
+
+
+def _cut(job: SendJob, worker: asyncio.Task[None], reason: CutReason) -> None:
+    """Cut a job's request: its worker is cancelled while inside the job's attempt, once, and records the cut
+    with the latest reason. A job past its attempt (its outcome on the way to the recorder) is left alone:
+    the cancellation would land somewhere else."""
+    if not job.attempting:
+        return
+    if job.cut is None:
+        worker.cancel()
+    job.cut = reason

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import aiohttp
 from aiohttp import web
 from sqlalchemy.engine import make_url
 
 from mailer import keys
 from mailer.engine.engine import Engine, EngineConfig
-from mailer.provider.client import ProviderClient
+from mailer.provider.client import ProviderClient, provider_session
 from mailer.settings import Settings
 from mailer.store.db import create_record_engine
 from mailer.store.dispatch import DispatchStore
@@ -42,10 +41,8 @@ async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     # Decided once by the app factory: with the built-in sandbox it is the token the sandbox checks.
     token = app[keys.PROVIDER_TOKEN]
-    # One connection per sender at most: the pool size is the concurrency limit toward the provider.
-    connector = aiohttp.TCPConnector(limit=settings.send_concurrency, limit_per_host=0)
     record_db = create_record_engine(settings.database_url)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with provider_session(settings.send_concurrency) as session:
         client = ProviderClient(session, provider_base_url(settings), token)
         engine = Engine(
             DispatchStore(app[keys.DB], record_db),

@@ -212,6 +212,46 @@ def info_per_id(logger: Any, event: str, key: str, ids: Sequence[int], **fields:
             logger.info(event, **{key: each}, **fields)
 
 
+class _Pipeline:
+    """What `configure_logging` set up for structlog's lines, for `info_lines` to run without a call each."""
+
+    __slots__ = ("level", "processors", "sinks")
+
+    def __init__(self, processors: list[Any], sinks: _LineSinks, level: int) -> None:
+        self.processors, self.sinks, self.level = processors, sinks, level
+
+
+_PIPELINE: _Pipeline | None = None
+
+
+def info_lines(logger_name: str, lines: Iterable[tuple[str, dict[str, Any]]]) -> None:
+    """`structlog.get_logger(logger_name).info(event, **fields)` for each `(event, fields)` of `lines` (a
+    batch of the recorder's state lines), in about half the CPU: the configured processors (context, level,
+    timestamp, redactor, truncation) run on each line's event dict directly, without structlog's
+    bound-logger call around each, and all the lines are written with one write and one flush per target.
+    The lines are those the calls would make.
+
+    Where structlog is configured by something else (a test capturing logs), the plain calls are made.
+    """
+    pipeline = _PIPELINE
+    if pipeline is None or structlog.get_config()["processors"] is not pipeline.processors:
+        logger = structlog.get_logger(logger_name)
+        for event, fields in lines:
+            logger.info(event, **fields)
+        return
+    if pipeline.level > logging.INFO:
+        return
+    line_logger = _LineLogger(logger_name, pipeline.sinks)
+    events = []
+    for event, fields in lines:
+        # As the bound logger builds it: the call's fields, then the event (then what processors add).
+        event_dict: Any = {**fields, "event": event}
+        for processor in pipeline.processors:
+            event_dict = processor(line_logger, "info", event_dict)
+        events.append(event_dict)
+    pipeline.sinks.write_all(events)
+
+
 class _LineSinks:
     """Where structlog's lines go: each target with its renderer; one render per renderer, one write and
     one flush per target and call (a line is on disk before the next is built: `kill -9` loses none; the
@@ -225,9 +265,12 @@ class _LineSinks:
         per_id = _PER_ID.get()
         if per_id is not None and event.get(per_id.key) == per_id.ids[0]:
             per_id.written = True
-            events = [event | {per_id.key: each} for each in per_id.ids]
+            self.write_all([event | {per_id.key: each} for each in per_id.ids])
         else:
-            events = [event]
+            self.write_all([event])
+
+    def write_all(self, events: Sequence[dict[str, Any]]) -> None:
+        """Each event as a line, all of them in one write and one flush per target."""
         rendered: dict[int, str] = {}
         for _stream, render in self._targets:
             if id(render) not in rendered:
@@ -312,21 +355,23 @@ def configure_logging(
         renderers.append(_json_renderer)
     targets = [(handler.stream, render) for handler, render in zip(handlers, renderers, strict=True)]
     sinks = _LineSinks(targets)
+    global _PIPELINE
+    processors: list[Any] = [
+        *shared,
+        # Tracebacks become text before the redactor, so it sees them too.
+        structlog.processors.format_exc_info,
+        redactor,
+        # After the redactor: a secret cut in half would no longer be recognised.
+        truncate,
+        # The event dict itself goes to `_LineLogger.msg`, which renders it once per renderer.
+        lambda _logger, _method, event_dict: event_dict,
+    ]
+    level = logging.getLevelNamesMapping()[settings.log_level]
+    _PIPELINE = _Pipeline(processors, sinks, level)
     structlog.configure(
-        processors=[
-            *shared,
-            # Tracebacks become text before the redactor, so it sees them too.
-            structlog.processors.format_exc_info,
-            redactor,
-            # After the redactor: a secret cut in half would no longer be recognised.
-            truncate,
-            # The event dict itself goes to `_LineLogger.msg`, which renders it once per renderer.
-            lambda _logger, _method, event_dict: event_dict,
-        ],
+        processors=processors,
         logger_factory=lambda *args: _LineLogger(str(args[0]) if args else "", sinks),
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[settings.log_level]
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
         cache_logger_on_first_use=cache_loggers,
     )
 

@@ -32,6 +32,14 @@ class SendResult:
     retry_after_s: float | None
 
 
+def provider_session(concurrency: int) -> aiohttp.ClientSession:
+    """The session the senders share: one connection per sender at most (the pool size is the concurrency
+    limit toward the provider), and no cookie jar. The send API has no cookies, and a provider setting a new
+    one on every answer would grow a jar without bound and have each one sent back on every request."""
+    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=0)
+    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
+
 class ProviderClient:
     """Sends messages over a shared `aiohttp.ClientSession`; never raises for provider trouble."""
 

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mailer.domain.sending import MessageOutcome
 from mailer.domain.statuses import MessageStatus
 from mailer.store.coltypes import UTCDateTime
-from mailer.store.direct import DirectStatement, fetch_one
+from mailer.store.direct import DirectStatement, execute_in_one_transaction, fetch_one
 
 
 class OutcomeQueries:
@@ -69,10 +69,14 @@ class OutcomeQueries:
             return
         # The batch goes in as one JSON text: two statements whatever its size, no statement per row, and one
         # text each, so that they are compiled once (a multi-row VALUES would have a text per batch size).
-        async with self._db.begin() as conn:
-            await conn.execute(_SQLITE_RECORD_STATEMENT, {"rows": _sqlite_json(message_params), "now": now})
-            if attempt_params:
-                await conn.execute(_SQLITE_ATTEMPTS_STATEMENT, {"rows": _sqlite_json(attempt_params)})
+        # Both in one transaction and one round trip to aiosqlite's thread (BEGIN, UPDATE, INSERT, COMMIT),
+        # rolled back whole on an error: the recorder then writes the batch one by one.
+        statements: list[tuple[DirectStatement, dict[str, Any]]] = [
+            (_SQLITE_RECORD, {"rows": _sqlite_json(message_params), "now": now})
+        ]
+        if attempt_params:
+            statements.append((_SQLITE_ATTEMPTS, {"rows": _sqlite_json(attempt_params)}))
+        await execute_in_one_transaction(self._db, statements)
 
 
 def _message_id(params: dict[str, Any]) -> int:
@@ -138,8 +142,9 @@ def _sqlite_json(rows: list[dict[str, Any]]) -> str:
 # The outcomes' UPDATE over the batch (SQLite 3.33+ for UPDATE … FROM, 3.38+ for ->>): json_each is the outer
 # loop and each row is found by its id (rowid), as with one UPDATE per row, without a statement per row. The
 # counter triggers stay row-level on SQLite, so they count exactly what they counted before.
-_SQLITE_RECORD_STATEMENT = text(
-    """
+_SQLITE_RECORD = DirectStatement(
+    text(
+        """
     UPDATE messages AS m SET
         status = v.status,
         attempts = m.attempts + v.inc,
@@ -155,16 +160,19 @@ _SQLITE_RECORD_STATEMENT = text(
     ) AS v
     WHERE m.id = v.id AND m.status = 'sending'
     """
-).bindparams(bindparam("now", type_=UTCDateTime))
+    ).bindparams(bindparam("now", type_=UTCDateTime))
+)
 
 # The attempts, in the batch's order (json_each walks the array in order). A message deleted meanwhile fails
 # its attempt's foreign key and so the whole transaction: the recorder then writes the batch one by one.
-_SQLITE_ATTEMPTS_STATEMENT = text(
-    """
+_SQLITE_ATTEMPTS = DirectStatement(
+    text(
+        """
     INSERT INTO message_attempts
         (message_id, mailout_id, started_at, duration_ms, outcome, http_status, error)
     SELECT value ->> 'message_id', value ->> 'mailout_id', value ->> 'started_at', value ->> 'duration_ms',
            value ->> 'outcome', value ->> 'http_status', value ->> 'error'
     FROM json_each(:rows)
     """
+    )
 )
