@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from mailer.domain import windows
 from mailer.domain.windows import (
+    OpenSpans,
     SendWindow,
     closes_at,
     format_window_time,
@@ -475,3 +476,28 @@ def test_every_local_date_is_searched() -> None:
     spans = windows._SEARCH_SPANS
     for (_, last), (first, _) in itertools.pairwise(spans):
         assert first == last + 1
+
+
+@settings(deadline=None, max_examples=300)
+@given(zoned_instants(), windows_(), st.lists(st.integers(-3 * 86400, 3 * 86400), min_size=1, max_size=12))
+def test_open_spans_answer_as_closes_at_and_is_open_do(
+    zoned: tuple[ZoneInfo, datetime], window: SendWindow, steps_s: list[int]
+) -> None:
+    # One memo asked at instants around the first one, in any order (a clock may also step back), near the
+    # zone's offset changes half the time: every answer is the one computed afresh.
+    zone, first = zoned
+    spans = OpenSpans()
+    for step_s in [0, *steps_s]:
+        instant = first + timedelta(seconds=step_s)
+        assert spans.closes_at(instant, window, zone) == closes_at(instant, window, zone)
+        assert spans.is_open(instant, window, zone) is is_open(instant, window, zone)
+        assert spans.closes_at(instant, None, zone) is None
+        assert spans.is_open(instant, None, zone)
+
+
+def test_open_spans_keep_at_most_their_bound() -> None:
+    spans = OpenSpans(max_spans=3)
+    moment = utc(2026, 6, 1, 12)
+    for name in ALL_ZONES[:50]:
+        spans.closes_at(moment, SendWindow(time(0), time(23, 59)), ZoneInfo(name))
+        assert len(spans._spans) <= 3

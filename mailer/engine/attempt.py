@@ -25,7 +25,7 @@ from mailer.domain.ratelimit import TokenBucket
 from mailer.domain.retry import RetryPolicy, next_attempt_at
 from mailer.domain.sending import AttemptRow, MailoutPlan, MessageOutcome
 from mailer.domain.statuses import MessageStatus, Outcome
-from mailer.domain.windows import closes_at, is_open, load_zone, next_open
+from mailer.domain.windows import OpenSpans, load_zone, next_open
 from mailer.engine.jobs import CutReason, SendJob
 from mailer.engine.outcomes import attempt_row, outcome_of, rescheduled
 from mailer.observability import metrics
@@ -86,6 +86,9 @@ class Attempter:
         self._clock = clock
         self._monotonic = monotonic
         self._rng = rng
+        self._timeout = timedelta(seconds=config.timeout_s)
+        # Each message asks whether its window is open and when it closes: the same answers for a day.
+        self._spans = OpenSpans()
         # Logging is configured before the engine starts; DEBUG lines cost nothing when it is off.
         self._debug = log.is_enabled_for(logging.DEBUG)
         self._bucket = (
@@ -104,7 +107,7 @@ class Attempter:
             return outcome_of(job, live.hold, next_at=now)
         if now >= plan.end_at:
             return outcome_of(job, MessageStatus.EXPIRED)
-        if not is_open(now, plan.window, zone):
+        if not self._spans.is_open(now, plan.window, zone):
             return rescheduled(job, next_open(now, plan.window, zone))
         if not self._auth.try_send():
             # Not the message's fault: back to pending with no attempt; claims are paused meanwhile.
@@ -161,11 +164,11 @@ class Attempter:
         self, plan: MailoutPlan, zone: ZoneInfo, now: datetime
     ) -> tuple[datetime, CutReason | None]:
         """The earliest of timeout, end and window closing; the reason is None when it is the timeout."""
-        deadline: datetime = now + timedelta(seconds=self._config.timeout_s)
+        deadline: datetime = now + self._timeout
         reason: CutReason | None = None
         if plan.end_at <= deadline:
             deadline, reason = plan.end_at, CutReason.END
-        closing = closes_at(now, plan.window, zone)
+        closing = self._spans.closes_at(now, plan.window, zone)
         if closing is not None and closing < deadline:
             deadline, reason = closing, CutReason.WINDOW
         return deadline, reason

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -53,12 +54,16 @@ class Recorder:
         # Callers blocked in `flush`: while there are any, a batch is written as soon as the queue is empty
         # (no linger), and the outcomes that arrive during that write form the next batch (group commit).
         self._waiting = 0
+        # Set when a lingering batch must go now: someone waits for a write, or a full batch is queued.
+        self._hurry = asyncio.Event()
 
     async def submit(self, outcome: MessageOutcome, on_written: Written | None = None) -> None:
         """Queue an outcome for the next batch (waiting for room); `on_written` runs once it is written."""
         await self._queue.put((outcome, on_written))
         self._submitted += 1
         self._unwritten.add(outcome.message_id)
+        if self._queue.qsize() >= RECORD_BATCH_MAX:
+            self._hurry.set()
 
     async def flush(self) -> None:
         """Wait until every outcome submitted before this call has been written (or given up on)."""
@@ -71,6 +76,7 @@ class Recorder:
     def waited_on(self) -> Iterator[None]:
         """While inside, someone waits for a write (a flush, a sender out of slots): batches go at once."""
         self._waiting += 1
+        self._hurry.set()
         try:
             yield
         finally:
@@ -84,22 +90,15 @@ class Recorder:
         """Write batches until cancelled; cancel it only after a `flush` when nothing must be lost."""
         while True:
             batch = [await self._queue.get()]
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + RECORD_LINGER_S
-            while len(batch) < RECORD_BATCH_MAX:
-                if self._queue.empty():
-                    if self._waiting:
-                        break
-                    remaining_s = deadline - loop.time()
-                    if remaining_s <= 0:
-                        break
-                    try:
-                        async with asyncio.timeout(remaining_s):
-                            batch.append(await self._queue.get())
-                    except TimeoutError:
-                        break
-                else:
-                    batch.append(self._queue.get_nowait())
+            if not self._waiting and self._queue.qsize() < RECORD_BATCH_MAX - 1:
+                # Linger for the rest of a burst in one wait (one timer per batch): woken per outcome, with a
+                # timer each, the recorder cost a few microseconds of every message.
+                self._hurry.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(RECORD_LINGER_S):
+                        await self._hurry.wait()
+            while len(batch) < RECORD_BATCH_MAX and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
             outcomes = [outcome for outcome, _ in batch]
             self._log_written(await self._write_batch(outcomes))
             for outcome, written in batch:
