@@ -4,9 +4,10 @@
 
 Runs, one after the other (each starts and stops its own processes and databases):
 dispatch on PostgreSQL (send rate against the bare client, CPU per message, activation of `--messages`, the
-window change, peak memory), dispatch on SQLite (part a only), and the API benchmark (import, reads,
-statistics). Each script's own tables are printed as they finish; the summary at the end lists every row
-that has a target. `--quick` runs everything tiny (a smoke run: figures mean nothing, but every path runs).
+window change, peak memory), dispatch on SQLite (part a only), the API benchmark (import, reads,
+statistics), and the engine's own CPU per message without HTTP or database. Each script's own tables are
+printed as they finish; the summary at the end lists every row that has a target. `--quick` runs everything
+tiny (a smoke run: figures mean nothing, but every path runs).
 Extra options after `--` go to every script, e.g. `-- --pg-url postgresql://…`.
 """
 
@@ -24,9 +25,11 @@ FULL: dict[str, list[str]] = {
     "dispatch, PostgreSQL": ["dispatch.py"],
     "dispatch, SQLite": ["dispatch.py", "--database", "sqlite", "--skip", "bc"],
     "API, PostgreSQL": ["api.py"],
+    "engine without HTTP or database": ["engine.py"],
 }
 QUICK_ARGS: dict[str, list[str]] = {
     "dispatch.py": ["--customers", "200", "--messages", "300", "--dispatch-s", "2"],
+    "engine.py": ["--messages", "500", "--rounds", "1"],
     "api.py": [
         "--customers", "200", "--messages", "500", "--clients", "2",
         "--duration-s", "0.5", "--single-client-s", "0.3", "--warmup-s", "0.1",

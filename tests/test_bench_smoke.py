@@ -37,6 +37,7 @@ def test_the_whole_set_runs_tiny_and_prints_the_targets() -> None:
         "import: rate",
         "GET /api/customers/{id}: service CPU per request",
         "GET /api/mailouts/{id}/stats",
+        "Engine without HTTP or database",
     ):
         assert wanted in out, f"{wanted!r} missing from the benchmark output"
     summary = out.rpartition("## targets")[2]
