@@ -6,7 +6,7 @@ import asyncio
 import os
 import shutil
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mailer.app import create_app
 from mailer.settings import Settings
 from mailer.store.db import create_engine, migrate_sync
+from mailer.store.dispatch import DispatchStore
 from mailer.store.tables import metadata
 from tests.harness import create_database, drop_database
 
@@ -93,6 +94,22 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url: str = request.getfixturevalue("pg_url")
     asyncio.run(_truncate_all(url))
     return url
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on the test's database, as the store tests use it (two connections: a test may hold one)."""
+    engine = create_engine(db_url, pool_size=2)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def store(db: AsyncEngine) -> DispatchStore:
+    """The engine's store on that engine."""
+    return DispatchStore(db)
 
 
 @pytest.fixture

@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
-import pytest
 from sqlalchemy import insert, select, update
 
 from mailer.domain.sending import AttemptRow, MessageOutcome
 from mailer.domain.statuses import MailoutStatus, MessageStatus
 from mailer.domain.windows import SendWindow, next_open_by_zone
 from mailer.store import messages as message_store
-from mailer.store.db import create_engine
 from mailer.store.dispatch import DispatchStore
 from mailer.store.tables import customers, mailouts, message_attempts, messages
 
 NOW = datetime(2030, 1, 15, 12, 0, tzinfo=UTC)
 LEASE_S = 60.0
 ZONES = ("UTC", "Asia/Kathmandu", "America/New_York", "Asia/Tokyo")
-
-
-@pytest.fixture
-async def store(db_url: str) -> AsyncIterator[DispatchStore]:
-    engine = create_engine(db_url, pool_size=2)
-    yield DispatchStore(engine)
-    await engine.dispose()
 
 
 async def add_customer(store: DispatchStore, n: int, *, zone: str = "UTC", tag: str | None = None) -> int:

@@ -21,7 +21,6 @@ from mailer.operations.imports import (
 )
 from mailer.schemas.customers import CustomerIn, customer_fields
 from mailer.store import customers as store
-from mailer.store.db import create_engine
 from mailer.store.tables import customers
 
 # JSON text for each field, good and bad: what a client might send, and what trips up JSON parsers.
@@ -192,15 +191,6 @@ async def test_runs_of_lines_are_the_lines_of_the_body(size: int, ending: bytes)
 async def test_a_body_that_ends_inside_an_overlong_line_ends_with_it() -> None:
     body = b"a\n" + b"x" * (MAX_LINE_BYTES + 1)
     assert await _numbered(body, 1000) == [(1, b"a"), (2, None)]
-
-
-@pytest.fixture
-async def db(db_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(db_url, 2)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 # Text that the JSON rows of a batch must carry unchanged to either database.

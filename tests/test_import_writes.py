@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mailer.domain.customers import CustomerFields
 from mailer.operations import imports
 from mailer.store import customers as store
-from mailer.store.db import create_engine
 from mailer.store.tables import customers
 
 # The fake store never touches it.
@@ -110,15 +109,6 @@ async def test_a_failed_batch_fails_the_import_after_the_other_write_ends(
     # The slow batch in flight beside the failed one was allowed to finish (all or nothing, each).
     assert ("end", 1) in fake.events
     assert not fake.running
-
-
-@pytest.fixture
-async def db(db_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(db_url, 2)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 async def test_the_last_line_for_a_phone_wins_across_many_small_batches(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,20 +12,12 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from mailer.domain.statuses import MailoutStatus, MessageStatus
 from mailer.engine.leases import LeaseKeeper
-from mailer.store.db import create_engine
 from mailer.store.dispatch import RENEW_CHUNK, DispatchStore
 from mailer.store.outage import is_disconnect
 from mailer.store.tables import customers, mailouts, messages
 
 NOW = datetime(2030, 1, 15, 12, 0, tzinfo=UTC)
 LEASE_S = 3.0
-
-
-@pytest.fixture
-async def store(db_url: str) -> AsyncIterator[DispatchStore]:
-    engine = create_engine(db_url, pool_size=2)
-    yield DispatchStore(engine)
-    await engine.dispose()
 
 
 async def _running_mailout(store: DispatchStore, size: int) -> int:

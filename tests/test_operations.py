@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,18 +13,8 @@ from mailer.domain.mailouts import AudienceFilter, MailoutSpec
 from mailer.domain.statuses import MailoutStatus, MessageStatus
 from mailer.operations import customers, mailouts
 from mailer.settings import Settings
-from mailer.store.db import create_engine
 from tests.log_support import captured_logs
 from tests.recording_engine import RecordingEngine
-
-
-@pytest.fixture
-async def db(db_url: str) -> AsyncIterator[AsyncEngine]:
-    db = create_engine(db_url, 2)
-    try:
-        yield db
-    finally:
-        await db.dispose()
 
 
 def spec(text: str = "hello") -> MailoutSpec:

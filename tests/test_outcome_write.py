@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -51,13 +51,6 @@ SEEDS: dict[str, tuple[MessageStatus, int, str | None, datetime | None, datetime
     # Recovered by lease expiry meanwhile: no longer in `sending`, so its row must not change.
     "recovered": (MessageStatus.PENDING, 1, "timeout", None, None),
 }
-
-
-@pytest.fixture
-async def store(db_url: str) -> AsyncIterator[DispatchStore]:
-    engine = create_engine(db_url, pool_size=2)
-    yield DispatchStore(engine)
-    await engine.dispose()
 
 
 async def add_mailout(db: AsyncEngine) -> int:

@@ -6,7 +6,7 @@ import asyncio
 import io
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -47,13 +47,6 @@ from tests.report_support import (
 )
 
 RECIPIENTS = ["ops@example.org", "lead@example.org"]
-
-
-@pytest.fixture
-async def db(db_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(db_url, pool_size=2)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture
